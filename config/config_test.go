@@ -1,0 +1,416 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fulcrumlb/fulcrum/balancer"
+)
+
+func dump(c *Config) string {
+	b, _ := json.MarshalIndent(c, "", "  ")
+	return string(b)
+}
+
+// TestParse feeds raw configuration text, as an operator would write it, and
+// checks either the decoded Config or every problem reported, verbatim.
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+		check func(t *testing.T, c *Config) // for valid input
+		want  []string                      // problems, for invalid input
+	}{
+		{
+			name: "minimal: defaults everywhere",
+			input: `[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:80"
+[[virtual_service.real_server]]
+address = "10.0.0.1:80"
+`,
+			check: func(t *testing.T, c *Config) {
+				want := &Config{
+					File:   "lb.toml",
+					Global: Global{LogLevel: "info", LogFormat: "console", AccessLog: true, Grace: 30 * time.Second},
+					VirtualServices: []*VirtualService{{
+						Name:         "web",
+						Listen:       []string{"127.0.0.1:80"},
+						Mode:         "http",
+						Scheduler:    "round_robin",
+						ForwardedFor: true,
+						Retries:      2,
+						QueueTimeout: 5 * time.Second,
+						Timeouts: Timeouts{
+							Connect: 5 * time.Second, Client: 60 * time.Second,
+							ClientHeader: 10 * time.Second, Server: 60 * time.Second,
+						},
+						RealServers: []*RealServer{{Name: "10.0.0.1:80", Address: "10.0.0.1:80", Weight: 1, Line: 4}},
+						Line:        1,
+					}},
+				}
+				if !reflect.DeepEqual(c, want) {
+					t.Errorf("got\n%s\nwant\n%s", dump(c), dump(want))
+				}
+			},
+		},
+		{
+			name: "present zero and false replace the defaults",
+			input: `[global]
+access_log = false
+grace = "0s"
+[[virtual_service]]
+name = "web"
+listen = ["127.0.0.1:80"]
+forwarded_for = false
+retries = 0
+queue_timeout = "0s"
+real_server = [{ address = "10.0.0.1:80", weight = 0 }]
+`,
+			check: func(t *testing.T, c *Config) {
+				vs := c.VirtualServices[0]
+				if c.Global.AccessLog || c.Global.Grace != 0 || vs.ForwardedFor || vs.Retries != 0 ||
+					vs.QueueTimeout != 0 || vs.RealServers[0].Weight != 0 {
+					t.Errorf("zero values not kept: %s", dump(c))
+				}
+			},
+		},
+		{
+			name: "header lines, inline real servers and every scheduler",
+			input: `[[virtual_service]]
+name = "a"
+listen = ":80"
+scheduler = "weighted_least_conn"
+[[virtual_service.real_server]]
+name = "a1"
+address = "[2001:db8::1]:80"
+
+[[virtual_service]]
+name = "b.2_x-y"
+listen = ["0.0.0.0:81", "[::1]:81"]
+scheduler = "least_conn"
+real_server = [
+  { address = "10.0.0.1:80" },
+  { address = "10.0.0.2:80" },
+]
+`,
+			check: func(t *testing.T, c *Config) {
+				var got []int
+				for _, vs := range c.VirtualServices {
+					got = append(got, vs.Line)
+					for _, rs := range vs.RealServers {
+						got = append(got, rs.Line)
+					}
+				}
+				if want := []int{1, 5, 9, 14, 15}; !reflect.DeepEqual(got, want) {
+					t.Errorf("lines %v, want %v", got, want)
+				}
+			},
+		},
+		{
+			name:  "syntax error",
+			input: "[[virtual_service]]\nname = \"web\nlisten = \":80\"\n",
+			want:  []string{`lb.toml:2: syntax: strings cannot contain newlines`},
+		},
+		{
+			name:  "no virtual services",
+			input: "# nothing\n",
+			want:  []string{`lb.toml: virtual_service: no virtual services; add a [[virtual_service]] table`},
+		},
+		{
+			name:  "virtual_service as a table",
+			input: "[virtual_service]\nname = \"web\"\n",
+			want: []string{
+				`lb.toml:1: virtual_service: expected array of tables ([[virtual_service]]), got table`,
+			},
+		},
+		{
+			name:  "global as an array of tables",
+			input: "[[global]]\n[[virtual_service]]\nname = \"web\"\nlisten = \":80\"\nreal_server = [{ address = \"10.0.0.1:80\" }]\n",
+			want:  []string{`lb.toml:1: global: expected table ([global]), got array of tables`},
+		},
+		{
+			name: "global: bad values and types",
+			input: `[global]
+log_level = "verbose"
+log_format = "xml"
+access_log = 1
+grace = 30
+[[virtual_service]]
+name = "web"
+listen = ":80"
+real_server = [{ address = "10.0.0.1:80" }]
+`,
+			want: []string{
+				`lb.toml:2: global.log_level: must be debug, info, warn or error, got "verbose"`,
+				`lb.toml:3: global.log_format: must be console or json, got "xml"`,
+				`lb.toml:4: global.access_log: expected boolean (true or false), got integer 1`,
+				`lb.toml:5: global.grace: expected a duration string such as "5s", got integer 30`,
+			},
+		},
+		{
+			name: "unknown keys and tables",
+			input: `[globl]
+[[virtual_service]]
+name = "web"
+listen = ":80"
+shceduler = "least_conn"
+colour = "blue"
+[virtual_service.health_check]
+interval = "1s"
+[[virtual_service.real_server]]
+adress = "10.0.0.1:80"
+`,
+			want: []string{
+				`lb.toml:1: globl: unknown key "globl" (did you mean "global"?)`,
+				`lb.toml:5: virtual_service.shceduler: unknown key "shceduler" (did you mean "scheduler"?) (virtual_service "web")`,
+				`lb.toml:6: virtual_service.colour: unknown key "colour" (virtual_service "web")`,
+				`lb.toml:7: virtual_service.health_check: unknown key "health_check" (virtual_service "web")`,
+				`lb.toml:9: virtual_service.real_server.address: required (virtual_service "web", real_server #1)`,
+				`lb.toml:10: virtual_service.real_server.adress: unknown key "adress" (did you mean "address"?) (virtual_service "web", real_server #1)`,
+			},
+		},
+		{
+			name: "wrong types keep the default and are all reported",
+			input: `[[virtual_service]]
+name = 7
+listen = ["127.0.0.1:80", 80]
+retries = "2"
+max_conns = 1.5
+queue_timeout = "5 seconds"
+timeouts = { connect = "-1s", server = true }
+real_server = ["10.0.0.1:80", { address = "10.0.0.2:80", weight = "1" }]
+`,
+			want: []string{
+				`lb.toml:2: virtual_service.name: expected string, got integer 7 (virtual_service #1)`,
+				`lb.toml:3: virtual_service.listen: expected string, got integer 80 (virtual_service #1)`,
+				`lb.toml:4: virtual_service.retries: expected integer, got string "2" (virtual_service #1)`,
+				`lb.toml:5: virtual_service.max_conns: expected integer, got float 1.5 (virtual_service #1)`,
+				`lb.toml:6: virtual_service.queue_timeout: expected a duration such as "5s", "250ms" or "1m30s", got "5 seconds" (virtual_service #1)`,
+				`lb.toml:7: virtual_service.timeouts.connect: must not be negative, got "-1s" (virtual_service #1)`,
+				`lb.toml:7: virtual_service.timeouts.server: expected a duration string such as "5s", got boolean true (virtual_service #1)`,
+				`lb.toml:8: virtual_service.real_server: expected table, got string "10.0.0.1:80" (virtual_service #1, real_server #1)`,
+				`lb.toml:8: virtual_service.real_server.weight: expected integer, got string "1" (virtual_service #1, real_server "10.0.0.2:80")`,
+			},
+		},
+		{
+			name: "names",
+			input: `[[virtual_service]]
+listen = "127.0.0.1:80"
+real_server = [{ address = "10.0.0.1:80" }]
+[[virtual_service]]
+name = "-web"
+listen = "127.0.0.1:81"
+real_server = [{ address = "10.0.0.1:80" }]
+[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:82"
+real_server = [{ address = "10.0.0.1:80" }]
+[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:83"
+real_server = [{ address = "10.0.0.1:80" }]
+`,
+			want: []string{
+				`lb.toml:1: virtual_service.name: required (virtual_service #1)`,
+				`lb.toml:5: virtual_service.name: "-web" must start with a letter or digit and hold only letters, digits, '-', '_' and '.' (virtual_service "-web")`,
+				`lb.toml:13: virtual_service.name: "web" is already used by the virtual_service at line 8 (virtual_service "web")`,
+			},
+		},
+		{
+			name: "listen addresses",
+			input: `[[virtual_service]]
+name = "a"
+listen = [
+  "127.0.0.1:80",
+  "127.0.0.1:80",
+  "web.example.com:80",
+  "::1:80",
+  "1.2.3:80",
+  "127.0.0.1",
+  "127.0.0.1:",
+  "127.0.0.1:0",
+  "127.0.0.1:65536",
+  "127.0.0.1:http",
+]
+real_server = [{ address = "10.0.0.1:80" }]
+`,
+			want: []string{
+				`lb.toml:5: virtual_service.listen: "127.0.0.1:80" is listed twice (also at line 4) (virtual_service "a")`,
+				`lb.toml:6: virtual_service.listen: invalid address "web.example.com:80": host must be an IP address, not a hostname (virtual_service "a")`,
+				`lb.toml:7: virtual_service.listen: invalid address "::1:80": too many colons in address (IPv6 addresses go in brackets: "[::1]:80") (virtual_service "a")`,
+				`lb.toml:8: virtual_service.listen: invalid address "1.2.3:80": host "1.2.3" is not an IP address (virtual_service "a")`,
+				`lb.toml:9: virtual_service.listen: invalid address "127.0.0.1": missing port in address (virtual_service "a")`,
+				`lb.toml:10: virtual_service.listen: invalid address "127.0.0.1:": port is required (virtual_service "a")`,
+				`lb.toml:11: virtual_service.listen: invalid address "127.0.0.1:0": port must be between 1 and 65535, got 0 (virtual_service "a")`,
+				`lb.toml:12: virtual_service.listen: invalid address "127.0.0.1:65536": port must be between 1 and 65535, got 65536 (virtual_service "a")`,
+				`lb.toml:13: virtual_service.listen: invalid address "127.0.0.1:http": port must be a number, got "http" (virtual_service "a")`,
+			},
+		},
+		{
+			name: "listen conflicts between services",
+			input: `[[virtual_service]]
+name = "a"
+listen = ["127.0.0.1:80", "0.0.0.0:443", "[::1]:8080", "[::]:9000", "127.0.0.1:7000"]
+real_server = [{ address = "10.0.0.1:80" }]
+[[virtual_service]]
+listen = ["127.0.0.1:80", "127.0.0.2:443", "[::1]:443", "0.0.0.0:8080", ":8080"]
+real_server = [{ address = "10.0.0.1:80" }]
+[[virtual_service]]
+name = "c"
+listen = ["10.1.1.1:9000", "[::ffff:127.0.0.1]:7000", "[::]:7001", ":7001"]
+real_server = [{ address = "10.0.0.1:80" }]
+`,
+			want: []string{
+				`lb.toml:5: virtual_service.name: required (virtual_service #2)`,
+				`lb.toml:6: virtual_service.listen: "127.0.0.1:80" is already used by virtual_service "a" at line 3 (virtual_service #2)`,
+				`lb.toml:6: virtual_service.listen: "127.0.0.2:443" overlaps "0.0.0.0:443" (every IPv4 address) of virtual_service "a" at line 3 (virtual_service #2)`,
+				`lb.toml:6: virtual_service.listen: ":8080" (every address) overlaps "[::1]:8080" of virtual_service "a" at line 3 (virtual_service #2)`,
+				`lb.toml:10: virtual_service.listen: "10.1.1.1:9000" overlaps "[::]:9000" (every address) of virtual_service "a" at line 3 (virtual_service "c")`,
+				`lb.toml:10: virtual_service.listen: "[::ffff:127.0.0.1]:7000" is already used by virtual_service "a" at line 3 (virtual_service "c")`,
+				`lb.toml:10: virtual_service.listen: ":7001" (every address) overlaps "[::]:7001" (every address) at line 10 (virtual_service "c")`,
+			},
+		},
+		{
+			name: "service settings",
+			input: `[[virtual_service]]
+name = "web"
+listen = ":80"
+mode = "udp"
+scheduler = "random"
+retries = 101
+max_conns = -1
+queue_timeout = "1s"
+[virtual_service.timeouts]
+connect = "0s"
+client_header = "0ms"
+[[virtual_service]]
+name = "web2"
+listen = ":81"
+scheduler = "least_con"
+retries = -1
+`,
+			want: []string{
+				`lb.toml:1: virtual_service.real_server: virtual service has no real servers (virtual_service "web")`,
+				`lb.toml:4: virtual_service.mode: must be http or tcp, got "udp" (virtual_service "web")`,
+				`lb.toml:5: virtual_service.scheduler: unknown scheduler "random" (known: ` + strings.Join(balancer.Names(), ", ") + `) (virtual_service "web")`,
+				`lb.toml:6: virtual_service.retries: must be between 0 and 100, got 101 (virtual_service "web")`,
+				`lb.toml:7: virtual_service.max_conns: must be >= 0, got -1 (virtual_service "web")`,
+				`lb.toml:10: virtual_service.timeouts.connect: must be > 0, got 0s (virtual_service "web")`,
+				`lb.toml:11: virtual_service.timeouts.client_header: must be > 0, got 0s (virtual_service "web")`,
+				`lb.toml:12: virtual_service.real_server: virtual service has no real servers (virtual_service "web2")`,
+				`lb.toml:15: virtual_service.scheduler: unknown scheduler "least_con" (did you mean "least_conn"?) (virtual_service "web2")`,
+				`lb.toml:16: virtual_service.retries: must be between 0 and 100, got -1 (virtual_service "web2")`,
+			},
+		},
+		{
+			name: "real servers",
+			input: `[[virtual_service]]
+name = "web"
+listen = ":80"
+[[virtual_service.real_server]]
+name = "web1"
+address = "10.0.0.1:80"
+weight = 65536
+max_conns = -1
+[[virtual_service.real_server]]
+name = "web1"
+address = "10.0.0.1:80"
+weight = -1
+[[virtual_service.real_server]]
+address = "db.local:80"
+[[virtual_service.real_server]]
+address = ":80"
+[[virtual_service.real_server]]
+name = "10.0.0.9:80"
+address = "10.0.0.8:80"
+[[virtual_service.real_server]]
+address = "10.0.0.9:80"
+[[virtual_service.real_server]]
+address = "10.0.0.10:80"
+[[virtual_service.real_server]]
+address = "10.0.0.10:80"
+`,
+			want: []string{
+				`lb.toml:7: virtual_service.real_server.weight: must be between 0 and 65535, got 65536 (virtual_service "web", real_server "web1")`,
+				`lb.toml:8: virtual_service.real_server.max_conns: must be >= 0, got -1 (virtual_service "web", real_server "web1")`,
+				`lb.toml:10: virtual_service.real_server.name: "web1" is already used by the real_server at line 4 (virtual_service "web", real_server "web1")`,
+				`lb.toml:11: virtual_service.real_server.address: "10.0.0.1:80" is already used by the real_server at line 4 (virtual_service "web", real_server "web1")`,
+				`lb.toml:12: virtual_service.real_server.weight: must be between 0 and 65535, got -1 (virtual_service "web", real_server "web1")`,
+				`lb.toml:14: virtual_service.real_server.address: invalid address "db.local:80": host must be an IP address, not a hostname (virtual_service "web", real_server "db.local:80")`,
+				`lb.toml:16: virtual_service.real_server.address: invalid address ":80": host is required (virtual_service "web", real_server ":80")`,
+				`lb.toml:20: virtual_service.real_server.name: "10.0.0.9:80" is already used by the real_server at line 17 (virtual_service "web", real_server "10.0.0.9:80")`,
+				`lb.toml:25: virtual_service.real_server.address: "10.0.0.10:80" is already used by the real_server at line 22 (virtual_service "web", real_server "10.0.0.10:80")`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("lb.toml", []byte(tt.input))
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("unexpected problems:\n%v", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			if err == nil {
+				t.Fatalf("no problems, want:\n%s", strings.Join(tt.want, "\n"))
+			}
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("error %T is not Errors: %v", err, err)
+			}
+			if c != nil {
+				t.Errorf("got a Config along with problems")
+			}
+			if got, want := err.Error(), strings.Join(tt.want, "\n"); got != want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestProblemError(t *testing.T) {
+	tests := []struct {
+		name string
+		p    Problem
+		want string
+	}{
+		{"full", Problem{"lb.toml", 14, "virtual_service.retries", "must be >= 0"}, "lb.toml:14: virtual_service.retries: must be >= 0"},
+		{"no key", Problem{"lb.toml", 3, "", "syntax: oops"}, "lb.toml:3: syntax: oops"},
+		{"no line", Problem{"lb.toml", 0, "virtual_service", "none"}, "lb.toml: virtual_service: none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.p.Error(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestClosest(t *testing.T) {
+	known := []string{"name", "listen", "mode", "scheduler", "retries", "max_conns"}
+	tests := []struct{ in, want string }{
+		{"shceduler", "scheduler"},
+		{"nmae", "name"},
+		{"lisen", "listen"},
+		{"max_con", "max_conns"},
+		{"maxconns", "max_conns"},
+		{"colour", ""},
+		{"x", ""},
+		{"mo", ""}, // two edits from "mode" but only two bytes long
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := closest(tt.in, known); got != tt.want {
+				t.Errorf("closest(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,262 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+func TestGoodFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/good-*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no good files: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			c, err := Load(file)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if c.File != file {
+				t.Errorf("File = %q, want %q", c.File, file)
+			}
+		})
+	}
+}
+
+func TestGoodFull(t *testing.T) {
+	c, err := Load("testdata/good-full.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		File: "testdata/good-full.toml",
+		Global: Global{
+			LogLevel:  "debug",
+			LogFormat: "json",
+			AccessLog: false,
+			Grace:     10 * time.Second,
+		},
+		VirtualServices: []*VirtualService{
+			{
+				Name:         "web",
+				Listen:       []string{"127.0.0.1:80", "127.0.0.2:80"},
+				Mode:         ModeHTTP,
+				Scheduler:    "weighted_round_robin",
+				ForwardedFor: false,
+				MaxConns:     10000,
+				Retries:      3,
+				QueueTimeout: 2 * time.Second,
+				Timeouts: Timeouts{
+					Connect:      time.Second,
+					Client:       30 * time.Second,
+					ClientHeader: 5 * time.Second,
+					Server:       2 * time.Minute,
+				},
+				RealServers: []*RealServer{
+					{Name: "web1", Address: "10.0.0.1:8080", Weight: 3, MaxConns: 100, Line: 26},
+					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, Line: 32},
+				},
+				Line: 10,
+			},
+			{
+				Name:         "db",
+				Listen:       []string{":5432"},
+				Mode:         ModeTCP,
+				Scheduler:    "least_conn",
+				ForwardedFor: true,
+				Retries:      0,
+				QueueTimeout: DefaultQueueTimeout,
+				Timeouts: Timeouts{
+					Connect:      500 * time.Millisecond,
+					Client:       time.Hour,
+					ClientHeader: DefaultClientHeader,
+					Server:       time.Hour,
+				},
+				RealServers: []*RealServer{
+					{Name: "db1", Address: "10.0.1.1:5432", Weight: 1, Line: 45},
+					{Name: "db2", Address: "10.0.1.2:5432", Weight: 2, Line: 46},
+				},
+				Line: 37,
+			},
+		},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got\n%s\nwant\n%s", dump(c), dump(want))
+	}
+}
+
+// TestGoodFullUsesEveryKey keeps good-full.toml a complete example: a new
+// field must appear in it, which also proves the decoder supports its type.
+func TestGoodFullUsesEveryKey(t *testing.T) {
+	var m map[string]any
+	md, err := toml.DecodeFile("testdata/good-full.toml", &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, k := range md.Keys() {
+		used[k.String()] = true
+	}
+	for _, key := range keysOf(reflect.TypeFor[Config](), "") {
+		if !used[key] {
+			t.Errorf("testdata/good-full.toml does not set %s", key)
+		}
+	}
+}
+
+// keysOf lists the key paths of a struct type, without array indexes.
+func keysOf(t reflect.Type, prefix string) []string {
+	var keys []string
+	for f := range t.Fields() {
+		key := tomlKey(f)
+		if key == "" {
+			continue
+		}
+		key = join(prefix, key)
+		keys = append(keys, key)
+		ft := f.Type
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Pointer {
+			ft = ft.Elem().Elem()
+		}
+		if ft.Kind() == reflect.Struct {
+			keys = append(keys, keysOf(ft, key)...)
+		}
+	}
+	return keys
+}
+
+// TestFieldTags makes every exported field choose: a key, or `toml:"-"`.
+func TestFieldTags(t *testing.T) {
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type)
+	walk = func(st reflect.Type) {
+		if seen[st] {
+			return
+		}
+		seen[st] = true
+		for f := range st.Fields() {
+			if _, ok := f.Tag.Lookup("toml"); f.IsExported() && !ok {
+				t.Errorf("%s.%s has no toml tag", st.Name(), f.Name)
+			}
+			ft := f.Type
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Pointer {
+				ft = ft.Elem().Elem()
+			}
+			if ft.Kind() == reflect.Struct && ft != durationType {
+				walk(ft)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config]())
+}
+
+// TestBadFiles compares what each bad file reports, as `fulcrum check`
+// prints it, with testdata/NAME.golden. Run with -update to rewrite them.
+func TestBadFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad-*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bad files: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			c, err := Load(file)
+			if err == nil {
+				t.Fatalf("Load succeeded: %s", dump(c))
+			}
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("error %T is not Errors: %v", err, err)
+			}
+			got := err.Error() + "\n"
+			golden := strings.TrimSuffix(file, ".toml") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("got:\n%s\nwant (%s):\n%s", got, golden, want)
+			}
+		})
+	}
+}
+
+// TestEveryProblem checks that one bad file yields all of its problems, each
+// at its own line, not only the first.
+func TestEveryProblem(t *testing.T) {
+	_, err := Load("testdata/bad-many.toml")
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("got %v, want Errors", err)
+	}
+	var got []int
+	for _, p := range errs {
+		got = append(got, p.Line)
+	}
+	// Line 6 is the service's header: its name is duplicated by line 24,
+	// whose missing real servers are reported at its header.
+	want := []int{3, 4, 8, 9, 10, 13, 18, 21, 22, 24, 25, 26, 27}
+	if !slices.Equal(got, want) {
+		t.Errorf("lines %v, want %v\n%v", got, want, err)
+	}
+	if !slices.IsSortedFunc(errs, func(a, b Problem) int { return a.Line - b.Line }) {
+		t.Errorf("problems not sorted by line:\n%v", err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("testdata/no-such-file.toml")
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("got %v, want fs.ErrNotExist", err)
+	}
+}
+
+// FuzzParse feeds arbitrary bytes to Parse, which reads operator-written
+// files and must report, never panic. It also checks every problem's line
+// is in the file.
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.toml")
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("a = [{b = \"\"\"\n\"\"\", c = '''x'''}]\n[[a.b]]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.toml", data)
+		if err == nil {
+			if c == nil {
+				t.Fatal("nil Config and nil error")
+			}
+			return
+		}
+		var errs Errors
+		if !errors.As(err, &errs) || len(errs) == 0 {
+			t.Fatalf("error %T is not a non-empty Errors: %v", err, err)
+		}
+		lines := strings.Count(string(data), "\n") + 1
+		for _, p := range errs {
+			if p.Line < 0 || p.Line > lines {
+				t.Errorf("line %d outside the file's %d lines: %v", p.Line, lines, p)
+			}
+		}
+	})
+}
