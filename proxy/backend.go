@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fulcrumlb/fulcrum/balancer"
+)
+
+const (
+	// maxIdlePerServer bounds the idle keep-alive connections kept to one
+	// real server; more are closed when released.
+	maxIdlePerServer = 512
+	// backendIdleTimeout closes pooled connections unused for this long, so
+	// the pool shrinks after a burst and holds few descriptors.
+	backendIdleTimeout = 30 * time.Second
+	// staleCheckAfter: a pooled connection idle longer than this is checked
+	// (a non-blocking peek) before reuse, because the real server may have
+	// closed it (Apache's keep-alive timeout is 5s). Younger ones are used as
+	// they are; a bodiless request that meets a closed one is replayed.
+	staleCheckAfter = time.Second
+)
+
+// realServer is a balancer.Server with its pool of idle connections.
+type realServer struct {
+	*balancer.Server
+	dialer net.Dialer
+
+	mu   sync.Mutex
+	idle []*backendConn // LIFO: the most recently used first, the warmest
+}
+
+// backendConn is one connection to a real server.
+type backendConn struct {
+	rs        *realServer
+	conn      net.Conn
+	raw       syscall.RawConn // nil if not a TCP connection
+	in        reader
+	idleSince time.Time
+}
+
+func newRealServer(s *balancer.Server, connectTimeout time.Duration) *realServer {
+	return &realServer{Server: s, dialer: net.Dialer{Timeout: connectTimeout}}
+}
+
+// get returns a pooled connection, or nil when the pool has no live one.
+func (rs *realServer) get() *backendConn {
+	for {
+		rs.mu.Lock()
+		n := len(rs.idle)
+		if n == 0 {
+			rs.mu.Unlock()
+			return nil
+		}
+		bc := rs.idle[n-1]
+		rs.idle[n-1] = nil
+		rs.idle = rs.idle[:n-1]
+		rs.mu.Unlock()
+		if time.Since(bc.idleSince) < staleCheckAfter || bc.alive() {
+			return bc
+		}
+		bc.close()
+	}
+}
+
+// dial opens a new connection.
+func (rs *realServer) dial() (*backendConn, error) {
+	c, err := rs.dialer.DialContext(context.Background(), "tcp", rs.Address)
+	if err != nil {
+		return nil, err
+	}
+	bc := &backendConn{rs: rs, conn: c}
+	bc.in.conn = c
+	if tc, ok := c.(*net.TCPConn); ok {
+		bc.raw, _ = tc.SyscallConn()
+	}
+	return bc, nil
+}
+
+// put returns a connection whose exchange ended cleanly to the idle pool.
+func (rs *realServer) put(bc *backendConn) {
+	if len(bc.in.buffered()) > 0 { // bytes beyond the response: not reusable
+		bc.close()
+		return
+	}
+	bc.in.release()
+	bc.idleSince = time.Now()
+	rs.mu.Lock()
+	if len(rs.idle) < maxIdlePerServer {
+		rs.idle = append(rs.idle, bc)
+		bc = nil
+	}
+	rs.mu.Unlock()
+	if bc != nil {
+		bc.close()
+	}
+}
+
+// reap closes pooled connections idle since before the cutoff; with a zero
+// cutoff, all of them.
+func (rs *realServer) reap(cutoff time.Time) {
+	rs.mu.Lock()
+	keep := rs.idle[:0]
+	var old []*backendConn
+	for _, bc := range rs.idle {
+		if cutoff.IsZero() || bc.idleSince.Before(cutoff) {
+			old = append(old, bc)
+		} else {
+			keep = append(keep, bc)
+		}
+	}
+	for i := len(keep); i < len(rs.idle); i++ {
+		rs.idle[i] = nil
+	}
+	rs.idle = keep
+	rs.mu.Unlock()
+	for _, bc := range old {
+		bc.close()
+	}
+}
+
+// alive reports whether an idle connection is still open and silent: a
+// non-blocking peek must find nothing to read (no EOF, no stray bytes).
+func (bc *backendConn) alive() bool {
+	if bc.raw == nil {
+		return true
+	}
+	ok := false
+	var b [1]byte
+	bc.raw.Control(func(fd uintptr) {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		ok = err == unix.EAGAIN
+	})
+	return ok
+}
+
+func (bc *backendConn) close() {
+	bc.conn.Close()
+	bc.in.r, bc.in.w = 0, 0
+	bc.in.release()
+}

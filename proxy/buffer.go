@@ -1,0 +1,179 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+// bufSize is the size of every pooled I/O buffer, and so the largest request
+// or response head accepted (HAProxy's tune.bufsize default is the same).
+const bufSize = 16 << 10
+
+// Buffers are taken from a pool when a connection has bytes to move and
+// given back while it is idle, so that ten thousand idle keep-alive clients
+// hold no buffers at all.
+var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
+
+func getBuf() *[bufSize]byte  { return bufPool.Get().(*[bufSize]byte) }
+func putBuf(b *[bufSize]byte) { bufPool.Put(b) }
+
+// reader is a buffered reader over a connection whose buffer can be released
+// while empty. Unlike bufio.Reader it lets a whole head be parsed in place:
+// slices into buffered() stay valid until the next fill or discard.
+type reader struct {
+	conn net.Conn
+	buf  *[bufSize]byte // nil while released
+	r, w int
+}
+
+// buffered returns the bytes read but not yet consumed.
+func (b *reader) buffered() []byte {
+	if b.buf == nil {
+		return nil
+	}
+	return b.buf[b.r:b.w]
+}
+
+// discard consumes n buffered bytes.
+func (b *reader) discard(n int) {
+	b.r += n
+	if b.r == b.w {
+		b.r, b.w = 0, 0
+	}
+}
+
+// fill reads at least one more byte into the buffer, moving unread bytes to
+// the front first. It returns errFull when the buffer holds bufSize unread
+// bytes.
+func (b *reader) fill() error {
+	if b.buf == nil {
+		b.buf = getBuf()
+	}
+	if b.r > 0 && b.w == bufSize {
+		b.w = copy(b.buf[:], b.buf[b.r:b.w])
+		b.r = 0
+	}
+	if b.w == bufSize {
+		return errFull
+	}
+	n, err := b.conn.Read(b.buf[b.w:])
+	b.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// release gives the buffer back to the pool if it holds no unread bytes.
+func (b *reader) release() {
+	if b.buf != nil && b.r == b.w {
+		putBuf(b.buf)
+		b.buf, b.r, b.w = nil, 0, 0
+	}
+}
+
+// Read implements io.Reader, serving buffered bytes first.
+func (b *reader) Read(p []byte) (int, error) {
+	if b.buf != nil && b.r < b.w {
+		n := copy(p, b.buf[b.r:b.w])
+		b.discard(n)
+		return n, nil
+	}
+	return b.conn.Read(p)
+}
+
+// writer is a buffered writer over a connection whose buffer can be released
+// once flushed.
+type writer struct {
+	conn net.Conn
+	buf  *[bufSize]byte
+	n    int
+	err  error // first write error; later writes are dropped
+}
+
+func (w *writer) reset(c net.Conn) { w.conn, w.n, w.err = c, 0, nil }
+
+func (w *writer) grab() {
+	if w.buf == nil {
+		w.buf = getBuf()
+	}
+}
+
+// Write buffers p, flushing when the buffer fills; large writes go straight
+// to the connection.
+func (w *writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.grab()
+	if w.n+len(p) > bufSize {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+		if len(p) >= bufSize {
+			n, err := w.conn.Write(p)
+			w.err = err
+			return n, err
+		}
+	}
+	w.n += copy(w.buf[w.n:], p)
+	return len(p), nil
+}
+
+func (w *writer) WriteString(s string) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.grab()
+	if w.n+len(s) > bufSize {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+		for len(s) > bufSize { // never happens for heads; keeps the contract
+			if _, err := w.Write([]byte(s[:bufSize])); err != nil {
+				return 0, err
+			}
+			s = s[bufSize:]
+		}
+	}
+	w.n += copy(w.buf[w.n:], s)
+	return len(s), nil
+}
+
+func (w *writer) writeByte(c byte) {
+	if w.err != nil {
+		return
+	}
+	w.grab()
+	if w.n == bufSize && w.flush() != nil {
+		return
+	}
+	w.buf[w.n] = c
+	w.n++
+}
+
+// flush writes the buffered bytes.
+func (w *writer) flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.n == 0 {
+		return nil
+	}
+	_, err := w.conn.Write(w.buf[:w.n])
+	w.n = 0
+	w.err = err
+	return err
+}
+
+// release gives the buffer back once it is empty.
+func (w *writer) release() {
+	if w.buf != nil && w.n == 0 {
+		putBuf(w.buf)
+		w.buf = nil
+	}
+}

@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strconv"
+)
+
+// The proxy's own responses. Every failure goes through clientConn.fail,
+// which picks one of these, so that each failure answers once with a short
+// body and is logged once.
+var statusText = map[int]string{
+	400: "Bad Request",
+	408: "Request Timeout",
+	431: "Request Header Fields Too Large",
+	501: "Not Implemented",
+	502: "Bad Gateway",
+	503: "Service Unavailable",
+	504: "Gateway Timeout",
+}
+
+// canned holds the pre-rendered responses, [status][keep-alive].
+var canned = map[int][2][]byte{}
+
+func init() {
+	for code, text := range statusText {
+		body := strconv.Itoa(code) + " " + text + "\n"
+		head := "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n" +
+			"Content-Type: text/plain; charset=utf-8\r\n" +
+			"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
+			"Cache-Control: no-cache\r\n"
+		canned[code] = [2][]byte{
+			[]byte(head + "Connection: close\r\n\r\n" + body),
+			[]byte(head + "\r\n" + body),
+		}
+	}
+}
+
+func cannedResponse(code int, keep bool) []byte {
+	r := canned[code]
+	if keep {
+		return r[1]
+	}
+	return r[0]
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

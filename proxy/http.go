@@ -1,0 +1,777 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/fulcrumlb/fulcrum/balancer"
+)
+
+// expectWait is how long a request with "Expect: 100-continue" waits for the
+// real server's interim answer before its body is sent anyway (RFC 9110
+// §10.1.1 lets a client, and so a proxy, stop waiting).
+const expectWait = time.Second
+
+// lingerTime and lingerBytes bound the draining of a client connection
+// closed after an error answer.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 256 << 10
+)
+
+// Connection states, for shutdown: an idle connection (waiting for the next
+// request, no bytes in flight) is closed at once; an active one finishes its
+// exchange first.
+const (
+	stateActive int32 = iota
+	stateIdle
+	stateClosed
+)
+
+// clientConn is one HTTP/1.1 client connection. Its goroutine owns the
+// connection to the real server for the length of each exchange, so a
+// request is read, forwarded and answered without handing buffers between
+// goroutines.
+type clientConn struct {
+	svc   *Service
+	conn  net.Conn
+	raw   syscall.RawConn // nil if not TCP
+	peek  func(fd uintptr) bool
+	state atomic.Int32
+
+	in    reader // from the client
+	out   writer // to the client
+	toSrv writer // to the real server of the current exchange
+
+	peerIP string // the client's IP, for X-Forwarded-For and logs
+	port   string // the VIP's port, for X-Forwarded-Port
+
+	req  request
+	resp response
+
+	// Per exchange.
+	start        time.Time
+	headLen      int  // bytes of the request head in in
+	headConsumed bool // the head was discarded from in
+	keep         bool // the client connection may serve another request
+	upgrade      bool // the client asked to switch protocols
+	isHead       bool
+	bodyDone     bool // the request body (if any) was read whole
+	responded    bool // response bytes went to the client
+	tried        balancer.Tried
+	rs           *realServer
+	status       int
+	bytesIn      int64
+	bytesOut     int64
+	errMsg       string
+	err          error
+	logMethod    []byte
+	logTarget    []byte
+	linger       bool // unread client bytes may remain: close gently
+	peekEOF      bool
+	peekErr      error
+	one          [1]byte
+}
+
+func (s *Service) serveHTTP(c net.Conn) {
+	defer s.wg.Done()
+	defer s.releaseSlot()
+	cc := &clientConn{svc: s, conn: c, peerIP: addrIP(c.RemoteAddr())}
+	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		cc.port = strconv.Itoa(ta.Port)
+	}
+	cc.in.conn = c
+	cc.out.reset(c)
+	if tc, ok := c.(*net.TCPConn); ok {
+		cc.raw, _ = tc.SyscallConn()
+		cc.peek = cc.peekFD
+	}
+	if !s.track(cc) {
+		c.Close()
+		return
+	}
+	defer s.untrack(cc)
+	defer cc.close()
+	for cc.awaitRequest() && cc.exchange() {
+	}
+}
+
+func (s *Service) track(cc *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.conns[cc] = struct{}{}
+	return true
+}
+
+func (s *Service) untrack(cc *clientConn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+}
+
+func (cc *clientConn) close() {
+	cc.state.Store(stateClosed)
+	if cc.linger {
+		lingerClose(cc.conn)
+	}
+	cc.conn.Close()
+	cc.in.r, cc.in.w = 0, 0
+	cc.in.release()
+	cc.out.n = 0
+	cc.out.release()
+	cc.toSrv.n = 0
+	cc.toSrv.release()
+}
+
+// lingerClose ends a connection whose peer may still be sending (after an
+// error answer): closing with unread bytes would send a reset that can
+// destroy the answer in flight, so the write side is shut first and input
+// drained briefly, as HAProxy and net/http do.
+func lingerClose(c net.Conn) {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(lingerTime))
+	var buf [4096]byte
+	for n := 0; n < lingerBytes; {
+		m, err := c.Read(buf[:])
+		n += m
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stopIfIdle closes the connection if it waits for a request; called at
+// shutdown.
+func (cc *clientConn) stopIfIdle() {
+	if cc.state.CompareAndSwap(stateIdle, stateClosed) {
+		cc.conn.Close()
+	}
+}
+
+// awaitRequest waits, holding no buffer, until the client sends the next
+// request. It returns false when the connection should end (closed by the
+// client, idle timeout, shutdown).
+func (cc *clientConn) awaitRequest() bool {
+	if len(cc.in.buffered()) > 0 { // a pipelined request is already here
+		return true
+	}
+	cc.in.release()
+	cc.out.release()
+	cc.toSrv.release()
+	if !cc.state.CompareAndSwap(stateActive, stateIdle) {
+		return false
+	}
+	if cc.svc.isStopping() {
+		return false
+	}
+	cc.conn.SetReadDeadline(time.Now().Add(cc.svc.cfg.Timeouts.Client))
+	var err error
+	if cc.raw != nil {
+		cc.peekEOF, cc.peekErr = false, nil
+		if err = cc.raw.Read(cc.peek); err == nil {
+			err = cc.peekErr
+		}
+		if cc.peekEOF {
+			err = io.EOF
+		}
+	}
+	if !cc.state.CompareAndSwap(stateIdle, stateActive) {
+		return false
+	}
+	return err == nil
+}
+
+// peekFD is the RawConn.Read callback that waits for readability: a 1-byte
+// MSG_PEEK consumes nothing, so no buffer is needed until bytes arrive.
+func (cc *clientConn) peekFD(fd uintptr) bool {
+	// A raw recvfrom(2): unix.Recvfrom allocates for the peer address.
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&cc.one[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if errno == unix.EAGAIN || errno == unix.EINTR {
+		return false
+	}
+	if errno != 0 {
+		cc.peekErr = errno
+	} else if n == 0 {
+		cc.peekEOF = true
+	}
+	return true
+}
+
+// exchange serves one request and reports whether the connection may serve
+// another.
+func (cc *clientConn) exchange() bool {
+	cc.start = time.Now()
+	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
+	cc.rs, cc.status, cc.bytesIn, cc.bytesOut, cc.errMsg, cc.err = nil, 0, 0, 0, "", nil
+	cc.tried = balancer.Tried{}
+	cc.logMethod, cc.logTarget = cc.logMethod[:0], cc.logTarget[:0]
+	keep := cc.serveRequest()
+	cc.logExchange()
+	return keep && !cc.svc.isStopping()
+}
+
+func (cc *clientConn) serveRequest() bool {
+	n, err := cc.readHead()
+	if err != nil {
+		return cc.headError(err)
+	}
+	req := &cc.req
+	if err := req.parse(cc.in.buffered()[:n]); err != nil {
+		cc.logMethod = append(cc.logMethod, req.method...)
+		cc.logTarget = append(cc.logTarget, req.target...)
+		switch err {
+		case errTooMany:
+			return cc.fail(431, err.Error(), nil)
+		case errBadEncoding:
+			return cc.fail(501, err.Error(), nil)
+		}
+		return cc.fail(400, err.Error(), nil)
+	}
+	cc.headLen = n
+	cc.logMethod = append(cc.logMethod, req.method...)
+	cc.logTarget = append(cc.logTarget, req.target...)
+	cc.isHead = string(req.method) == "HEAD"
+	cc.upgrade = req.connUpgrade && len(req.upgrade) > 0
+	cc.keep = (req.minor >= 1 && !req.connClose) || (req.minor == 0 && req.connKeepAlive)
+	cc.bodyDone = !req.chunked && req.contentLength <= 0
+	return cc.proxyRequest()
+}
+
+// readHead reads until the buffer holds a whole request head and returns its
+// length. The head must arrive within timeouts.client_header of its first
+// byte.
+func (cc *clientConn) readHead() (int, error) {
+	deadline := false
+	for {
+		b := cc.in.buffered()
+		// Empty lines before a request are ignored (RFC 9112 §2.2).
+		for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+			cc.in.discard(1)
+			b = cc.in.buffered()
+		}
+		if n := headEnd(b); n > 0 {
+			return n, nil
+		}
+		if !deadline {
+			cc.conn.SetReadDeadline(cc.start.Add(cc.svc.cfg.Timeouts.ClientHeader))
+			deadline = true
+		}
+		if err := cc.in.fill(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// headError answers a request head that could not be read.
+func (cc *clientConn) headError(err error) bool {
+	partial := len(cc.in.buffered()) > 0
+	switch {
+	case err == errFull:
+		return cc.fail(431, "request head larger than "+strconv.Itoa(bufSize)+" bytes", nil)
+	case isTimeout(err) && partial:
+		return cc.fail(408, "request head not received within timeouts.client_header", nil)
+	case partial:
+		cc.errMsg, cc.err = "client closed during request head", err
+	}
+	// Nothing received (idle timeout, client closed): end quietly.
+	return false
+}
+
+// proxyRequest picks a real server and forwards the request, retrying other
+// real servers when a connect fails.
+func (cc *clientConn) proxyRequest() bool {
+	s := cc.svc
+	var connErr error
+	for attempt := 0; ; attempt++ {
+		srv, err := s.Pool.Acquire(&cc.tried)
+		if err != nil {
+			if connErr != nil {
+				return cc.fail(502, "no real server could be reached", connErr)
+			}
+			if err == balancer.ErrQueueTimeout {
+				return cc.fail(503, "queue timeout: every real server is at max_conns", err)
+			}
+			return cc.fail(503, "no real server available", err)
+		}
+		keep, err := cc.attempt(s.real[srv])
+		if err == nil {
+			return keep
+		}
+		connErr = err
+		// Debug only: the exchange's own line reports the final failure.
+		s.log.Debug("connect to real server failed",
+			zap.String("real_server", srv.Name), zap.String("address", srv.Address), zap.Error(err))
+		cc.tried.Add(srv)
+		if attempt >= s.cfg.Retries {
+			return cc.fail(502, "connect to real server failed", err)
+		}
+	}
+}
+
+// attempt forwards the request to one real server; it returns a non-nil
+// error only when no connection could be made, so that another real server
+// may be tried.
+func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
+	defer cc.svc.Pool.Release(rs.Server)
+	cc.rs = rs
+	bc := rs.get()
+	for {
+		reused := bc != nil
+		if !reused {
+			var err error
+			if bc, err = rs.dial(); err != nil {
+				return false, err
+			}
+		}
+		keep, replay := cc.forward(bc, reused)
+		if !replay {
+			return keep, nil
+		}
+		// A pooled connection the real server had closed: the request was
+		// not received, so send it again on a fresh one.
+		bc = nil
+	}
+}
+
+// forward sends the request over bc and relays the answer. replay is true
+// when bc turned out to be closed before answering and the request can be
+// sent again unchanged.
+func (cc *clientConn) forward(bc *backendConn, reused bool) (keep, replay bool) {
+	req := &cc.req
+	w := &cc.toSrv
+	w.reset(bc.conn)
+	cc.writeRequestHead(w)
+	if cc.bodyDone {
+		if err := w.flush(); err != nil {
+			bc.close()
+			if reused {
+				return false, true
+			}
+			return cc.fail(502, "write to real server failed", err), false
+		}
+		// The head stays buffered until the answer comes, for a replay.
+		return cc.relayResponse(bc, reused)
+	}
+
+	cc.consumeHead()
+	if req.expectContinue && req.minor >= 1 {
+		if done, keep := cc.awaitContinue(bc); done {
+			return keep, false
+		}
+	}
+	up := flow{src: &cc.in, dst: w, readTimeout: cc.svc.cfg.Timeouts.Client, writeTimeout: cc.svc.cfg.Timeouts.Server}
+	var err error
+	if req.chunked {
+		err = up.copyChunked(false)
+	} else {
+		err = up.copyN(req.contentLength)
+	}
+	if err == nil {
+		err = up.flush()
+	}
+	cc.bytesIn = up.n
+	if err != nil {
+		if up.srcErr {
+			bc.close()
+			if isTimeout(err) {
+				return cc.fail(408, "request body not received within timeouts.client", err), false
+			}
+			if err == errBadChunk || err == errTrailers {
+				return cc.fail(400, "malformed chunked request body", err), false
+			}
+			cc.errMsg, cc.err = "client closed during request body", err
+			return false, false
+		}
+		// The real server stopped reading; it may have answered already
+		// (e.g. 413), so read on; the client connection ends after it.
+		cc.keep = false
+	} else {
+		cc.bodyDone = true
+	}
+	return cc.relayResponse(bc, false)
+}
+
+// consumeHead drops the request head from the client buffer once it is
+// forwarded and no replay can need it.
+func (cc *clientConn) consumeHead() {
+	if !cc.headConsumed {
+		cc.in.discard(cc.headLen)
+		cc.headConsumed = true
+	}
+}
+
+// awaitContinue sends the head of a request that expects 100-continue and
+// waits briefly for the real server's interim answer. done reports that a
+// final response was relayed instead and the body must not be sent.
+func (cc *clientConn) awaitContinue(bc *backendConn) (done, keep bool) {
+	if err := cc.toSrv.flush(); err != nil {
+		bc.close()
+		return true, cc.fail(502, "write to real server failed", err)
+	}
+	bc.conn.SetReadDeadline(time.Now().Add(min(expectWait, cc.svc.cfg.Timeouts.Server)))
+	n, err := readResponseHead(&bc.in)
+	if err != nil {
+		if isTimeout(err) && len(bc.in.buffered()) == 0 {
+			return false, false // no answer yet: send the body anyway
+		}
+		bc.close()
+		return true, cc.fail(502, "invalid answer from real server", err)
+	}
+	if err := cc.resp.parse(bc.in.buffered()[:n]); err != nil {
+		bc.close()
+		return true, cc.fail(502, "invalid response head from real server", err)
+	}
+	if cc.resp.status == 100 {
+		bc.in.discard(n)
+		cc.out.Write(cc.resp.line)
+		cc.out.WriteString("\r\n\r\n")
+		if err := cc.out.flush(); err != nil {
+			bc.close()
+			cc.errMsg, cc.err = "write to client failed", err
+			return true, false
+		}
+		return false, false
+	}
+	// A final answer before the body (e.g. 401, 417): relay it; the body
+	// the client may still send is not wanted, so the connection ends.
+	cc.keep = false
+	keep, _ = cc.relayResponse(bc, false)
+	return true, keep
+}
+
+// readResponseHead reads until in holds a whole response head.
+func readResponseHead(in *reader) (int, error) {
+	for {
+		if n := headEnd(in.buffered()); n > 0 {
+			return n, nil
+		}
+		if err := in.fill(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// relayResponse reads the real server's response and relays it to the
+// client. replayable says the request may be sent again if bc proves closed
+// before answering.
+func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, replay bool) {
+	resp := &cc.resp
+	bc.conn.SetReadDeadline(time.Now().Add(cc.svc.cfg.Timeouts.Server))
+	var n int
+	for {
+		var err error
+		n, err = readResponseHead(&bc.in)
+		if err != nil {
+			got := len(bc.in.buffered()) > 0
+			bc.close()
+			switch {
+			case !got && replayable && !isTimeout(err):
+				return false, true
+			case isTimeout(err):
+				return cc.fail(504, "no response from real server within timeouts.server", err), false
+			case err == errFull:
+				return cc.fail(502, "response head from real server too large", err), false
+			}
+			return cc.fail(502, "real server closed the connection without a response", err), false
+		}
+		if err := resp.parse(bc.in.buffered()[:n]); err != nil {
+			bc.close()
+			return cc.fail(502, "invalid response head from real server", err), false
+		}
+		if resp.status >= 200 {
+			break
+		}
+		if resp.status == 101 {
+			if !cc.upgrade {
+				bc.close()
+				return cc.fail(502, "real server switched protocols unasked", nil), false
+			}
+			cc.consumeHead()
+			return cc.tunnel(bc, n), false
+		}
+		// Other 1xx (100, 103): passed on to HTTP/1.1 clients only (RFC 9110 §15.2).
+		if cc.req.minor >= 1 {
+			cc.out.Write(bc.in.buffered()[:n])
+			if err := cc.out.flush(); err != nil {
+				bc.close()
+				cc.errMsg, cc.err = "write to client failed", err
+				return false, false
+			}
+		}
+		bc.in.discard(n)
+	}
+	cc.consumeHead()
+	cc.status = resp.status
+
+	// Framing of the response body (RFC 9112 §6.3).
+	const (
+		noBody = iota
+		sized
+		chunked
+		untilClose
+	)
+	framing := untilClose
+	switch {
+	case cc.isHead || resp.status == 204 || resp.status == 304:
+		framing = noBody
+	case resp.chunked:
+		framing = chunked
+	case resp.contentLength >= 0:
+		framing = sized
+	}
+	dechunk := framing == chunked && cc.req.minor == 0 // HTTP/1.0 has no chunked
+	reuse := !resp.connClose && (resp.minor >= 1 || resp.connKeepAlive) && framing != untilClose
+	keep = cc.keep && cc.bodyDone && framing != untilClose && !dechunk && !cc.svc.isStopping()
+
+	cc.writeResponseHead(keep, dechunk)
+	bc.in.discard(n)
+	cc.responded = true
+	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.svc.cfg.Timeouts.Server, writeTimeout: cc.svc.cfg.Timeouts.Client}
+	var err error
+	switch framing {
+	case sized:
+		err = down.copyN(resp.contentLength)
+	case chunked:
+		err = down.copyChunked(dechunk)
+	case untilClose:
+		err = down.copyUntilEOF()
+		reuse = false
+	}
+	if err == nil {
+		err = down.flush()
+	}
+	cc.bytesOut = down.n
+	if err != nil {
+		bc.close()
+		if down.srcErr {
+			cc.errMsg = "response body from real server ended early"
+		} else {
+			cc.errMsg = "write to client failed"
+		}
+		cc.err = err
+		return false, false
+	}
+	if reuse {
+		bc.rs.put(bc)
+	} else {
+		bc.close()
+	}
+	return keep, false
+}
+
+// tunnel relays a 101 (Switching Protocols) answer, then moves bytes both
+// ways until either side ends (WebSocket, RFC 6455 §4; RFC 9110 §7.8).
+func (cc *clientConn) tunnel(bc *backendConn, n int) bool {
+	cc.status = 101
+	cc.writeResponseHead(true, false)
+	bc.in.discard(n)
+	cc.responded = true
+	// Bytes either side sent after its head are passed on first.
+	if b := bc.in.buffered(); len(b) > 0 {
+		cc.out.Write(b)
+		bc.in.discard(len(b))
+	}
+	if err := cc.out.flush(); err != nil {
+		bc.close()
+		cc.errMsg, cc.err = "write to client failed", err
+		return false
+	}
+	if b := cc.in.buffered(); len(b) > 0 {
+		if _, err := bc.conn.Write(b); err != nil {
+			bc.close()
+			cc.errMsg, cc.err = "write to real server failed", err
+			return false
+		}
+		cc.in.discard(len(b))
+	}
+	cc.conn.SetDeadline(time.Time{})
+	bc.conn.SetDeadline(time.Time{})
+	t := cc.svc.cfg.Timeouts
+	up, down := pipe(cc.conn, bc.conn, t.Client, t.Server)
+	cc.bytesIn, cc.bytesOut = up, down
+	bc.close()
+	return false
+}
+
+// writeRequestHead writes the request head as it goes to the real server:
+// hop-by-hop fields removed, X-Forwarded-* added.
+func (cc *clientConn) writeRequestHead(w *writer) {
+	req := &cc.req
+	ff := cc.svc.cfg.ForwardedFor
+	w.Write(req.line)
+	w.WriteString("\r\n")
+	for i := range req.headers {
+		h := &req.headers[i]
+		if req.dropField(h.name) || (ff && forwardedField(h.name) != 0) {
+			continue
+		}
+		writeField(w, h.name, h.value)
+	}
+	if cc.upgrade {
+		w.WriteString("Connection: Upgrade\r\n")
+		writeNamed(w, "Upgrade", req.upgrade)
+	} else if req.minor == 0 {
+		// Ask an HTTP/1.0 exchange to keep the real server connection.
+		w.WriteString("Connection: keep-alive\r\n")
+	}
+	if req.trailersTE {
+		w.WriteString("TE: trailers\r\n")
+	}
+	if ff {
+		// X-Forwarded-For: the client's list, then this hop's peer.
+		w.WriteString("X-Forwarded-For: ")
+		for i := range req.headers {
+			h := &req.headers[i]
+			if forwardedField(h.name) == xffFor && len(h.value) > 0 {
+				w.Write(h.value)
+				w.WriteString(", ")
+			}
+		}
+		w.WriteString(cc.peerIP)
+		w.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+		if len(req.host) > 0 {
+			writeNamed(w, "X-Forwarded-Host", req.host)
+		}
+		if cc.port != "" {
+			w.WriteString("X-Forwarded-Port: ")
+			w.WriteString(cc.port)
+			w.WriteString("\r\n")
+		}
+	}
+	w.WriteString("\r\n")
+}
+
+// writeResponseHead writes the response head as it goes to the client.
+func (cc *clientConn) writeResponseHead(keep, dechunk bool) {
+	resp := &cc.resp
+	w := &cc.out
+	w.Write(resp.line)
+	w.WriteString("\r\n")
+	for i := range resp.headers {
+		h := &resp.headers[i]
+		if resp.dropField(h.name) || (dechunk && equalFold(h.name, "transfer-encoding")) {
+			continue
+		}
+		writeField(w, h.name, h.value)
+	}
+	switch {
+	case resp.status == 101:
+		w.WriteString("Connection: Upgrade\r\n")
+		writeNamed(w, "Upgrade", resp.upgrade)
+	case !keep:
+		w.WriteString("Connection: close\r\n")
+	case cc.req.minor == 0:
+		w.WriteString("Connection: keep-alive\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+func writeNamed(w *writer, name string, value []byte) {
+	w.WriteString(name)
+	w.WriteString(": ")
+	w.Write(value)
+	w.WriteString("\r\n")
+}
+
+func writeField(w *writer, name, value []byte) {
+	w.Write(name)
+	w.WriteString(": ")
+	w.Write(value)
+	w.WriteString("\r\n")
+}
+
+// X-Forwarded-* fields the proxy sets itself when forwarded_for is on.
+const (
+	xffFor = 1 + iota
+	xffOther
+)
+
+func forwardedField(name []byte) int {
+	if len(name) < 16 || (name[0] != 'x' && name[0] != 'X') {
+		return 0
+	}
+	switch {
+	case equalFold(name, "x-forwarded-for"):
+		return xffFor
+	case equalFold(name, "x-forwarded-proto"), equalFold(name, "x-forwarded-host"), equalFold(name, "x-forwarded-port"):
+		return xffOther
+	}
+	return 0
+}
+
+// fail answers the client with status (unless response bytes already went
+// out), records why for the exchange's one log line, and reports whether the
+// connection may serve another request.
+func (cc *clientConn) fail(status int, reason string, err error) bool {
+	cc.status, cc.errMsg, cc.err = status, reason, err
+	keep := cc.keep && cc.bodyDone && status >= 500 && !cc.svc.isStopping()
+	if cc.responded {
+		return false
+	}
+	if keep {
+		cc.consumeHead()
+	}
+	if !keep {
+		cc.linger = true
+	}
+	cc.out.Write(cannedResponse(status, keep))
+	cc.conn.SetWriteDeadline(time.Now().Add(cc.svc.cfg.Timeouts.Client))
+	if e := cc.out.flush(); e != nil {
+		return false
+	}
+	cc.responded = true
+	return keep
+}
+
+// logExchange writes the exchange's one log line: an access-log line, or a
+// warning for a failure when the access log is off.
+func (cc *clientConn) logExchange() {
+	s := cc.svc
+	if s.access == nil && cc.errMsg == "" {
+		return
+	}
+	rsName := "-"
+	if cc.rs != nil {
+		rsName = cc.rs.Name
+	}
+	fields := [10]zap.Field{
+		zap.String("client", cc.peerIP),
+		zap.String("real_server", rsName),
+		zap.ByteString("method", cc.logMethod),
+		zap.ByteString("target", cc.logTarget),
+		zap.Int("status", cc.status),
+		zap.Int64("bytes_in", cc.bytesIn),
+		zap.Int64("bytes_out", cc.bytesOut),
+		zap.Duration("duration", time.Since(cc.start)),
+	}
+	nf := 8
+	if cc.errMsg != "" {
+		fields[nf] = zap.String("error", cc.errMsg)
+		nf++
+		if cc.err != nil && !errors.Is(cc.err, io.EOF) {
+			fields[nf] = zap.NamedError("cause", cc.err)
+			nf++
+		}
+	}
+	if s.access != nil {
+		s.access.Info("request", fields[:nf]...)
+	} else {
+		s.log.Warn("request failed", fields[:nf]...)
+	}
+}

@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fulcrumlb/fulcrum/balancer"
+)
+
+// serveTCP proxies one client connection in tcp mode: pick a real server,
+// connect (retrying others on failure), then move bytes both ways.
+func (s *Service) serveTCP(c net.Conn) {
+	defer s.wg.Done()
+	defer s.releaseSlot()
+	if !s.trackTCP(c) {
+		c.Close()
+		return
+	}
+	defer s.untrackTCP(c)
+	start := time.Now()
+	var tried balancer.Tried
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		srv, err := s.Pool.Acquire(&tried)
+		if err != nil {
+			if lastErr != nil {
+				err = lastErr
+			}
+			s.logTCP(c, nil, start, 0, 0, err)
+			c.Close()
+			return
+		}
+		rs := s.real[srv]
+		sc, err := rs.dialer.Dial("tcp", rs.Address)
+		if err != nil {
+			s.Pool.Release(srv)
+			s.log.Debug("connect to real server failed", zap.String("real_server", srv.Name), zap.Error(err))
+			tried.Add(srv)
+			lastErr = err
+			if attempt >= s.cfg.Retries {
+				s.logTCP(c, srv, start, 0, 0, err)
+				c.Close()
+				return
+			}
+			continue
+		}
+		if !s.trackTCP(sc) {
+			sc.Close()
+			c.Close()
+			s.Pool.Release(srv)
+			return
+		}
+		up, down := pipe(c, sc, s.cfg.Timeouts.Client, s.cfg.Timeouts.Server)
+		s.untrackTCP(sc)
+		s.Pool.Release(srv)
+		s.logTCP(c, srv, start, up, down, nil)
+		return
+	}
+}
+
+func (s *Service) logTCP(c net.Conn, srv *balancer.Server, start time.Time, up, down int64, err error) {
+	if s.access == nil && err == nil {
+		return
+	}
+	rsName := "-"
+	if srv != nil {
+		rsName = srv.Name
+	}
+	fields := []zap.Field{
+		zap.String("client", addrIP(c.RemoteAddr())),
+		zap.String("real_server", rsName),
+		zap.Int64("bytes_in", up),
+		zap.Int64("bytes_out", down),
+		zap.Duration("duration", time.Since(start)),
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	if s.access != nil {
+		s.access.Info("connection", fields...)
+	} else {
+		s.log.Warn("connection failed", fields...)
+	}
+}
+
+func (s *Service) trackTCP(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.tcpConns[c] = struct{}{}
+	return true
+}
+
+func (s *Service) untrackTCP(c net.Conn) {
+	s.mu.Lock()
+	delete(s.tcpConns, c)
+	s.mu.Unlock()
+}
+
+// addrIP returns the IP of a TCP address as text, or the address as given.
+func addrIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return a.String()
+}
