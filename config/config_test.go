@@ -119,7 +119,7 @@ real_server = [
 		{
 			name:  "no virtual services",
 			input: "# nothing\n",
-			want:  []string{`lb.toml: virtual_service: no virtual services; add a [[virtual_service]] table`},
+			want:  []string{`lb.toml:1: virtual_service: no virtual services; add a [[virtual_service]] table`},
 		},
 		{
 			name:  "virtual_service as a table",
@@ -383,7 +383,7 @@ func TestProblemError(t *testing.T) {
 	}{
 		{"full", Problem{"lb.toml", 14, "virtual_service.retries", "must be >= 0"}, "lb.toml:14: virtual_service.retries: must be >= 0"},
 		{"no key", Problem{"lb.toml", 3, "", "syntax: oops"}, "lb.toml:3: syntax: oops"},
-		{"no line", Problem{"lb.toml", 0, "virtual_service", "none"}, "lb.toml: virtual_service: none"},
+		{"no line", Problem{"lb.toml", 0, "virtual_service", "none"}, "lb.toml:1: virtual_service: none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

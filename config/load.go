@@ -28,14 +28,13 @@ type Problem struct {
 }
 
 // Error renders the problem as FILE:LINE: KEY: MSG, leaving out a missing
-// line or key.
+// key. A problem of the whole file (no line) is put at line 1, so every
+// report has the same shape for editors and scripts.
 func (p Problem) Error() string {
 	var b strings.Builder
 	b.WriteString(p.File)
-	if p.Line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(p.Line))
-	}
+	b.WriteString(":")
+	b.WriteString(strconv.Itoa(max(p.Line, 1)))
 	if p.Key != "" {
 		b.WriteString(": ")
 		b.WriteString(p.Key)
