@@ -226,11 +226,13 @@ func (s *Service) reapIdle() {
 
 func (s *Service) shutdown(ctx context.Context) {
 	s.mu.Lock()
-	s.stopping = true
-	close(s.stopCh)
-	s.closeListeners()
-	for cc := range s.conns {
-		cc.stopIfIdle()
+	if !s.stopping { // a second Shutdown only waits
+		s.stopping = true
+		close(s.stopCh)
+		s.closeListeners()
+		for cc := range s.conns {
+			cc.stopIfIdle()
+		}
 	}
 	s.mu.Unlock()
 

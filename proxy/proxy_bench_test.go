@@ -108,8 +108,8 @@ func BenchmarkProxyHTTP(b *testing.B) {
 }
 
 func TestProxyHTTPAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short")
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counts need a full run without -race")
 	}
 	res := testing.Benchmark(BenchmarkProxyHTTP)
 	if a := res.AllocsPerOp(); a > 0 {

@@ -1,0 +1,193 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fulcrumlb/fulcrum/config"
+)
+
+// TestConcurrentKeepAlive drives the proxy from many keep-alive clients at
+// once (under -race this checks the proxy's own synchronisation) and checks
+// every response arrives whole and the backend connections are reused.
+func TestConcurrentKeepAlive(t *testing.T) {
+	var accepted countingAccepts
+	b1 := rawBackendCounting(t, benchResponse, &accepted)
+	b2 := rawBackendCounting(t, benchResponse, &accepted)
+	p := startTestService(t, config.ModeHTTP, b1, b2)
+	addr := p.Services()[0].Addrs()[0].String()
+	const clients, requests = 8, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			resp := make([]byte, len(benchResponse))
+			for range requests {
+				if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := io.ReadFull(c, resp); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(resp, benchResponse) {
+					errs <- io.ErrUnexpectedEOF
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := accepted.n.Load(); n > 2*clients {
+		t.Errorf("backends accepted %d connections for %d clients: pooled connections not reused", n, clients)
+	}
+}
+
+// TestShutdownFinishesInFlight: a request in flight when shutdown begins is
+// answered; idle clients are closed at once.
+func TestShutdownFinishesInFlight(t *testing.T) {
+	release := make(chan struct{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		c.Read(buf)
+		<-release
+		c.Write(benchResponse)
+	}()
+	p := startTestService(t, config.ModeHTTP, l.Addr().String())
+	addr := p.Services()[0].Addrs()[0].String()
+
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	busy, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busy.Write([]byte("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"))
+	waitFor(t, func() bool { return p.Services()[0].Pool.Servers()[0].Active() == 1 })
+
+	done := make(chan struct{})
+	go func() {
+		p.Shutdown(timeoutCtx(t, 5*time.Second))
+		close(done)
+	}()
+	// The idle client is closed at once.
+	idle.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("idle client: read %d, %v; want EOF", n, err)
+	}
+	close(release)
+	resp, err := io.ReadAll(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(resp, []byte("HTTP/1.1 200 OK\r\n")) || !bytes.Contains(resp, []byte("Connection: close\r\n")) {
+		t.Fatalf("in-flight response: %q", resp)
+	}
+	<-done
+}
+
+// TestTCPHalfClose: a client that shuts its write side still gets the
+// real server's answer.
+func TestTCPHalfClose(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		c.Write(append([]byte("got:"), b...))
+	}()
+	p := startTestService(t, config.ModeTCP, l.Addr().String())
+	c, err := net.Dial("tcp", p.Services()[0].Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got:hello" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}
+
+type countingAccepts struct{ n atomicInt }
+
+func rawBackendCounting(tb testing.TB, resp []byte, n *countingAccepts) string {
+	addr := rawBackend(tb, resp)
+	// A relay in front of the raw backend counts the connections made to it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.n.Add(1)
+			go func() {
+				b, err := net.Dial("tcp", addr)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go func() { io.Copy(b, c); b.Close() }()
+				io.Copy(c, b)
+				c.Close()
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
