@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,7 +38,6 @@ type realServer struct {
 type backendConn struct {
 	rs        *realServer
 	conn      net.Conn
-	raw       syscall.RawConn // nil if not a TCP connection
 	in        reader
 	idleSince time.Time
 }
@@ -75,21 +73,19 @@ func (rs *realServer) dial() (*backendConn, error) {
 		return nil, err
 	}
 	bc := &backendConn{rs: rs, conn: c}
-	bc.in.conn = c
-	if tc, ok := c.(*net.TCPConn); ok {
-		bc.raw, _ = tc.SyscallConn()
-	}
+	bc.in.init(c)
 	return bc, nil
 }
 
-// put returns a connection whose exchange ended cleanly to the idle pool.
-func (rs *realServer) put(bc *backendConn) {
+// put returns a connection whose exchange ended cleanly to the idle pool;
+// now is a recent time (the exchange's), to spare a clock read.
+func (rs *realServer) put(bc *backendConn, now time.Time) {
 	if len(bc.in.buffered()) > 0 { // bytes beyond the response: not reusable
 		bc.close()
 		return
 	}
 	bc.in.release()
-	bc.idleSince = time.Now()
+	bc.idleSince = now
 	rs.mu.Lock()
 	if len(rs.idle) < maxIdlePerServer {
 		rs.idle = append(rs.idle, bc)
@@ -127,12 +123,12 @@ func (rs *realServer) reap(cutoff time.Time) {
 // alive reports whether an idle connection is still open and silent: a
 // non-blocking peek must find nothing to read (no EOF, no stray bytes).
 func (bc *backendConn) alive() bool {
-	if bc.raw == nil {
+	if bc.in.raw == nil {
 		return true
 	}
 	ok := false
 	var b [1]byte
-	bc.raw.Control(func(fd uintptr) {
+	bc.in.raw.Control(func(fd uintptr) {
 		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		ok = err == unix.EAGAIN
 	})

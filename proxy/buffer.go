@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // bufSize is the size of every pooled I/O buffer, and so the largest request
@@ -25,6 +27,87 @@ type reader struct {
 	conn net.Conn
 	buf  *[bufSize]byte // nil while released
 	r, w int
+
+	// For TCP connections, waitFill reads through the raw descriptor.
+	raw    syscall.RawConn
+	rawFn  func(fd uintptr) bool // readFD, bound once
+	rawErr error
+
+	deadline time.Time // the read deadline armed on conn
+}
+
+// setDeadline arms the connection's read deadline.
+func (b *reader) setDeadline(t time.Time) {
+	b.deadline = t
+	b.conn.SetReadDeadline(t)
+}
+
+// extendDeadline arms the read deadline now+timeout, unless the armed one
+// is no earlier than that less 1/16 of timeout: a timer update on every
+// request costs more than the precision is worth (a timeout may so fire up
+// to 1/16 early).
+func (b *reader) extendDeadline(now time.Time, timeout time.Duration) {
+	if want := now.Add(timeout); lazyRearm(b.deadline, want, timeout) {
+		b.setDeadline(want)
+	}
+}
+
+func lazyRearm(armed, want time.Time, timeout time.Duration) bool {
+	return want.Before(armed) || want.Sub(armed) > timeout/16
+}
+
+func (b *reader) init(c net.Conn) {
+	b.conn = c
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			b.raw, b.rawFn = raw, b.readFD
+		}
+	}
+}
+
+// waitFill is fill for a moment when the peer is between messages and may
+// stay silent for long: it reads into a buffer taken from the pool, and
+// hands the buffer back before waiting whenever the read finds nothing
+// (EAGAIN). So a connection idle between requests holds no buffer, at no
+// extra system call. (The read cannot be skipped: Go's poller forgets
+// readiness seen before the wait starts.)
+func (b *reader) waitFill() error {
+	if b.raw == nil {
+		return b.fill()
+	}
+	b.rawErr = nil
+	if err := b.raw.Read(b.rawFn); err != nil {
+		return err
+	}
+	return b.rawErr
+}
+
+// readFD is the RawConn.Read callback of waitFill.
+func (b *reader) readFD(fd uintptr) bool {
+	for {
+		if b.buf == nil {
+			b.buf = getBuf()
+		}
+		if b.w == bufSize {
+			b.rawErr = errFull
+			return true
+		}
+		n, err := syscall.Read(int(fd), b.buf[b.w:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			b.release() // nothing yet: wait without the buffer
+			return false
+		case err != nil:
+			b.rawErr = err
+		case n == 0:
+			b.rawErr = io.EOF
+		default:
+			b.w += n
+		}
+		return true
+	}
 }
 
 // buffered returns the bytes read but not yet consumed.
@@ -89,13 +172,32 @@ func (b *reader) Read(p []byte) (int, error) {
 // writer is a buffered writer over a connection whose buffer can be released
 // once flushed.
 type writer struct {
-	conn net.Conn
-	buf  *[bufSize]byte
-	n    int
-	err  error // first write error; later writes are dropped
+	conn     net.Conn
+	buf      *[bufSize]byte
+	n        int
+	err      error     // first write error; later writes are dropped
+	deadline time.Time // the write deadline armed on conn
 }
 
-func (w *writer) reset(c net.Conn) { w.conn, w.n, w.err = c, 0, nil }
+func (w *writer) reset(c net.Conn) {
+	if c != w.conn {
+		w.deadline = time.Time{}
+	}
+	w.conn, w.n, w.err = c, 0, nil
+}
+
+// setDeadline arms the connection's write deadline.
+func (w *writer) setDeadline(t time.Time) {
+	w.deadline = t
+	w.conn.SetWriteDeadline(t)
+}
+
+// extendDeadline is reader.extendDeadline for writes.
+func (w *writer) extendDeadline(now time.Time, timeout time.Duration) {
+	if want := now.Add(timeout); lazyRearm(w.deadline, want, timeout) {
+		w.setDeadline(want)
+	}
+}
 
 func (w *writer) grab() {
 	if w.buf == nil {

@@ -34,13 +34,27 @@ type flow struct {
 	readTimeout  time.Duration
 	writeTimeout time.Duration
 	n            int64 // body bytes moved
+	// now is the time deadlines are counted from until the first read or
+	// write that must wait; zero means "read the clock".
+	now time.Time
 	// srcErr tells a failure to read from failures to write, so the caller
 	// knows which side failed.
 	srcErr bool
 }
 
+// clock returns the time to count deadlines from. A fill or a flush that
+// reaches the connection may block, so later ones read the clock afresh.
+func (f *flow) clock() time.Time {
+	if f.now.IsZero() {
+		return time.Now()
+	}
+	now := f.now
+	f.now = time.Time{}
+	return now
+}
+
 func (f *flow) fill() error {
-	f.src.conn.SetReadDeadline(time.Now().Add(f.readTimeout))
+	f.src.extendDeadline(f.clock(), f.readTimeout)
 	if err := f.src.fill(); err != nil {
 		f.srcErr = true
 		return err
@@ -50,7 +64,7 @@ func (f *flow) fill() error {
 
 func (f *flow) write(p []byte) error {
 	if f.dst.n+len(p) > bufSize { // this write will reach the connection
-		f.dst.conn.SetWriteDeadline(time.Now().Add(f.writeTimeout))
+		f.dst.extendDeadline(f.clock(), f.writeTimeout)
 	}
 	_, err := f.dst.Write(p)
 	return err
@@ -99,8 +113,8 @@ func (f *flow) splice(n int64) error {
 	for n > 0 {
 		seg := min(n, spliceSegment)
 		now := time.Now()
-		f.src.conn.SetReadDeadline(now.Add(f.readTimeout))
-		dst.SetWriteDeadline(now.Add(f.writeTimeout))
+		f.src.setDeadline(now.Add(f.readTimeout))
+		f.dst.setDeadline(now.Add(f.writeTimeout))
 		m, err := io.CopyN(dst, f.src.conn, seg)
 		f.n += m
 		n -= m
@@ -119,7 +133,7 @@ func (f *flow) flush() error {
 	if f.dst.n == 0 {
 		return f.dst.err
 	}
-	f.dst.conn.SetWriteDeadline(time.Now().Add(f.writeTimeout))
+	f.dst.extendDeadline(f.clock(), f.writeTimeout)
 	return f.dst.flush()
 }
 

@@ -6,12 +6,9 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/fulcrumlb/fulcrum/balancer"
 )
@@ -44,8 +41,6 @@ const (
 type clientConn struct {
 	svc   *Service
 	conn  net.Conn
-	raw   syscall.RawConn // nil if not TCP
-	peek  func(fd uintptr) bool
 	state atomic.Int32
 
 	in    reader // from the client
@@ -77,9 +72,6 @@ type clientConn struct {
 	logMethod    []byte
 	logTarget    []byte
 	linger       bool // unread client bytes may remain: close gently
-	peekEOF      bool
-	peekErr      error
-	one          [1]byte
 }
 
 func (s *Service) serveHTTP(c net.Conn) {
@@ -89,12 +81,8 @@ func (s *Service) serveHTTP(c net.Conn) {
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		cc.port = strconv.Itoa(ta.Port)
 	}
-	cc.in.conn = c
+	cc.in.init(c)
 	cc.out.reset(c)
-	if tc, ok := c.(*net.TCPConn); ok {
-		cc.raw, _ = tc.SyscallConn()
-		cc.peek = cc.peekFD
-	}
 	if !s.track(cc) {
 		c.Close()
 		return
@@ -164,7 +152,7 @@ func (cc *clientConn) stopIfIdle() {
 }
 
 // awaitRequest waits, holding no buffer, until the client sends the next
-// request. It returns false when the connection should end (closed by the
+// request, and reads its first bytes. It returns false when the connection should end (closed by the
 // client, idle timeout, shutdown).
 func (cc *clientConn) awaitRequest() bool {
 	if len(cc.in.buffered()) > 0 { // a pipelined request is already here
@@ -179,38 +167,15 @@ func (cc *clientConn) awaitRequest() bool {
 	if cc.svc.isStopping() {
 		return false
 	}
-	cc.conn.SetReadDeadline(time.Now().Add(cc.svc.cfg.Timeouts.Client))
+	cc.in.extendDeadline(time.Now(), cc.svc.cfg.Timeouts.Client)
 	var err error
-	if cc.raw != nil {
-		cc.peekEOF, cc.peekErr = false, nil
-		if err = cc.raw.Read(cc.peek); err == nil {
-			err = cc.peekErr
-		}
-		if cc.peekEOF {
-			err = io.EOF
-		}
+	if cc.in.raw != nil {
+		err = cc.in.waitFill()
 	}
 	if !cc.state.CompareAndSwap(stateIdle, stateActive) {
 		return false
 	}
 	return err == nil
-}
-
-// peekFD is the RawConn.Read callback that waits for readability: a 1-byte
-// MSG_PEEK consumes nothing, so no buffer is needed until bytes arrive.
-func (cc *clientConn) peekFD(fd uintptr) bool {
-	// A raw recvfrom(2): unix.Recvfrom allocates for the peer address.
-	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&cc.one[0])), 1,
-		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	if errno == unix.EAGAIN || errno == unix.EINTR {
-		return false
-	}
-	if errno != 0 {
-		cc.peekErr = errno
-	} else if n == 0 {
-		cc.peekEOF = true
-	}
-	return true
 }
 
 // exchange serves one request and reports whether the connection may serve
@@ -269,7 +234,7 @@ func (cc *clientConn) readHead() (int, error) {
 			return n, nil
 		}
 		if !deadline {
-			cc.conn.SetReadDeadline(cc.start.Add(cc.svc.cfg.Timeouts.ClientHeader))
+			cc.in.setDeadline(cc.start.Add(cc.svc.cfg.Timeouts.ClientHeader))
 			deadline = true
 		}
 		if err := cc.in.fill(); err != nil {
@@ -424,7 +389,7 @@ func (cc *clientConn) awaitContinue(bc *backendConn) (done, keep bool) {
 		bc.close()
 		return true, cc.fail(502, "write to real server failed", err)
 	}
-	bc.conn.SetReadDeadline(time.Now().Add(min(expectWait, cc.svc.cfg.Timeouts.Server)))
+	bc.in.setDeadline(time.Now().Add(min(expectWait, cc.svc.cfg.Timeouts.Server)))
 	n, err := readResponseHead(&bc.in)
 	if err != nil {
 		if isTimeout(err) && len(bc.in.buffered()) == 0 {
@@ -457,6 +422,11 @@ func (cc *clientConn) awaitContinue(bc *backendConn) (done, keep bool) {
 
 // readResponseHead reads until in holds a whole response head.
 func readResponseHead(in *reader) (int, error) {
+	if len(in.buffered()) == 0 {
+		if err := in.waitFill(); err != nil {
+			return 0, err
+		}
+	}
 	for {
 		if n := headEnd(in.buffered()); n > 0 {
 			return n, nil
@@ -472,7 +442,11 @@ func readResponseHead(in *reader) (int, error) {
 // before answering.
 func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, replay bool) {
 	resp := &cc.resp
-	bc.conn.SetReadDeadline(time.Now().Add(cc.svc.cfg.Timeouts.Server))
+	now := cc.start // a bodiless request was sent just now
+	if !cc.headConsumed {
+		now = time.Now()
+	}
+	bc.in.extendDeadline(now, cc.svc.cfg.Timeouts.Server)
 	var n int
 	for {
 		var err error
@@ -518,6 +492,7 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 	}
 	cc.consumeHead()
 	cc.status = resp.status
+	now = time.Now() // the response may have been long in coming
 
 	// Framing of the response body (RFC 9112 §6.3).
 	const (
@@ -542,7 +517,7 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 	cc.writeResponseHead(keep, dechunk)
 	bc.in.discard(n)
 	cc.responded = true
-	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.svc.cfg.Timeouts.Server, writeTimeout: cc.svc.cfg.Timeouts.Client}
+	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.svc.cfg.Timeouts.Server, writeTimeout: cc.svc.cfg.Timeouts.Client, now: now}
 	var err error
 	switch framing {
 	case sized:
@@ -568,7 +543,7 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 		return false, false
 	}
 	if reuse {
-		bc.rs.put(bc)
+		bc.rs.put(bc, now)
 	} else {
 		bc.close()
 	}
@@ -731,7 +706,7 @@ func (cc *clientConn) fail(status int, reason string, err error) bool {
 		cc.linger = true
 	}
 	cc.out.Write(cannedResponse(status, keep))
-	cc.conn.SetWriteDeadline(time.Now().Add(cc.svc.cfg.Timeouts.Client))
+	cc.out.extendDeadline(time.Now(), cc.svc.cfg.Timeouts.Client)
 	if e := cc.out.flush(); e != nil {
 		return false
 	}
