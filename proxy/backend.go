@@ -47,7 +47,9 @@ func newRealServer(s *balancer.Server, connectTimeout time.Duration) *realServer
 }
 
 // get returns a pooled connection, or nil when the pool has no live one.
-func (rs *realServer) get() *backendConn {
+// With check, the connection is checked however briefly it was idle (the
+// request cannot be replayed if it proves closed).
+func (rs *realServer) get(check bool) *backendConn {
 	for {
 		rs.mu.Lock()
 		n := len(rs.idle)
@@ -59,7 +61,7 @@ func (rs *realServer) get() *backendConn {
 		rs.idle[n-1] = nil
 		rs.idle = rs.idle[:n-1]
 		rs.mu.Unlock()
-		if time.Since(bc.idleSince) < staleCheckAfter || bc.alive() {
+		if (!check && time.Since(bc.idleSince) < staleCheckAfter) || bc.alive() {
 			return bc
 		}
 		bc.close()

@@ -42,6 +42,9 @@ type clientConn struct {
 	svc   *Service
 	conn  net.Conn
 	state atomic.Int32
+	// backend is the real-server connection of the exchange in flight, so
+	// that a shutdown whose grace ran out can close it too.
+	backend atomic.Pointer[backendConn]
 
 	in    reader // from the client
 	out   writer // to the client
@@ -140,6 +143,15 @@ func lingerClose(c net.Conn) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// forceClose ends the connection and its exchange in flight; called when
+// the shutdown grace has run out.
+func (cc *clientConn) forceClose() {
+	cc.conn.Close()
+	if bc := cc.backend.Load(); bc != nil {
+		bc.conn.Close()
 	}
 }
 
@@ -294,8 +306,11 @@ func (cc *clientConn) proxyRequest() bool {
 // may be tried.
 func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 	defer cc.svc.Pool.Release(rs.Server)
+	defer cc.backend.Store(nil)
 	cc.rs = rs
-	bc := rs.get()
+	// A request with a body cannot be sent again, so a pooled connection
+	// for it is always checked first.
+	bc := rs.get(!cc.bodyDone)
 	for {
 		reused := bc != nil
 		if !reused {
@@ -304,6 +319,7 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 				return false, err
 			}
 		}
+		cc.backend.Store(bc)
 		keep, replay := cc.forward(bc, reused)
 		if !replay {
 			return keep, nil
@@ -678,7 +694,7 @@ const (
 )
 
 func forwardedField(name []byte) int {
-	if len(name) < 16 || (name[0] != 'x' && name[0] != 'X') {
+	if len(name) < len("x-forwarded-for") || (name[0] != 'x' && name[0] != 'X') {
 		return 0
 	}
 	switch {

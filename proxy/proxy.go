@@ -246,7 +246,7 @@ func (s *Service) shutdown(ctx context.Context) {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for cc := range s.conns {
-			cc.conn.Close()
+			cc.forceClose()
 		}
 		for c := range s.tcpConns {
 			c.Close()
