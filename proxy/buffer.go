@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // bufSize is the size of every pooled I/O buffer, and so the largest request
@@ -66,15 +67,21 @@ func (b *reader) init(c net.Conn) {
 }
 
 // waitFill is fill for a moment when the peer is between messages and may
-// stay silent for long: it reads into a buffer taken from the pool, and
-// hands the buffer back before waiting whenever the read finds nothing
-// (EAGAIN). So a connection idle between requests holds no buffer, at no
-// extra system call. (The read cannot be skipped: Go's poller forgets
-// readiness seen before the wait starts.)
+// stay silent for long: the buffer is taken from the pool for the read and
+// handed back before waiting whenever the read finds nothing (EAGAIN). So a
+// connection idle between requests holds no buffer, at no extra system
+// call. (The read cannot be skipped: Go's poller forgets readiness seen
+// before the wait starts.)
 func (b *reader) waitFill() error {
 	if b.raw == nil {
 		return b.fill()
 	}
+	return b.rawRead()
+}
+
+// rawRead reads once into the buffer through the raw descriptor, waiting in
+// Go's poller (deadlines apply) while there is nothing to read.
+func (b *reader) rawRead() error {
 	b.rawErr = nil
 	if err := b.raw.Read(b.rawFn); err != nil {
 		return err
@@ -82,29 +89,30 @@ func (b *reader) waitFill() error {
 	return b.rawErr
 }
 
-// readFD is the RawConn.Read callback of waitFill.
+// readFD is the RawConn.Read callback. The socket is non-blocking, so
+// read(2) is made as a raw system call: the goroutine keeps its P, and the
+// scheduler does not hand the P to another thread when a loopback system
+// call runs past sysmon's 20µs tick (net.Conn.Read would, costing a thread
+// wake-up per request under load).
 func (b *reader) readFD(fd uintptr) bool {
 	for {
 		if b.buf == nil {
 			b.buf = getBuf()
 		}
-		if b.w == bufSize {
-			b.rawErr = errFull
-			return true
-		}
-		n, err := syscall.Read(int(fd), b.buf[b.w:])
+		p := b.buf[b.w:]
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch {
-		case err == syscall.EINTR:
+		case errno == syscall.EINTR:
 			continue
-		case err == syscall.EAGAIN:
+		case errno == syscall.EAGAIN:
 			b.release() // nothing yet: wait without the buffer
 			return false
-		case err != nil:
-			b.rawErr = err
+		case errno != 0:
+			b.rawErr = errno
 		case n == 0:
 			b.rawErr = io.EOF
 		default:
-			b.w += n
+			b.w += int(n)
 		}
 		return true
 	}
@@ -140,6 +148,9 @@ func (b *reader) fill() error {
 	if b.w == bufSize {
 		return errFull
 	}
+	if b.raw != nil {
+		return b.rawRead()
+	}
 	n, err := b.conn.Read(b.buf[b.w:])
 	b.w += n
 	if n > 0 {
@@ -173,17 +184,61 @@ func (b *reader) Read(p []byte) (int, error) {
 // once flushed.
 type writer struct {
 	conn     net.Conn
+	raw      syscall.RawConn // the conn's descriptor when it is TCP, else nil
 	buf      *[bufSize]byte
 	n        int
 	err      error     // first write error; later writes are dropped
 	deadline time.Time // the write deadline armed on conn
+
+	rawFn  func(fd uintptr) bool // writeFD, bound once
+	rawP   []byte                // what writeFD has left to write
+	rawErr error
 }
 
-func (w *writer) reset(c net.Conn) {
+// reset points the writer at a connection; raw is its descriptor (from the
+// connection's reader), or nil.
+func (w *writer) reset(c net.Conn, raw syscall.RawConn) {
 	if c != w.conn {
 		w.deadline = time.Time{}
 	}
-	w.conn, w.n, w.err = c, 0, nil
+	w.conn, w.raw, w.n, w.err = c, raw, 0, nil
+	if raw != nil && w.rawFn == nil {
+		w.rawFn = w.writeFD
+	}
+}
+
+// write writes p whole to the connection.
+func (w *writer) write(p []byte) error {
+	if w.raw == nil {
+		_, err := w.conn.Write(p)
+		return err
+	}
+	w.rawP, w.rawErr = p, nil
+	err := w.raw.Write(w.rawFn)
+	w.rawP = nil
+	if err != nil {
+		return err
+	}
+	return w.rawErr
+}
+
+// writeFD is the RawConn.Write callback: a raw write(2), for the reason
+// given at reader.readFD.
+func (w *writer) writeFD(fd uintptr) bool {
+	for len(w.rawP) > 0 {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.rawP[0])), uintptr(len(w.rawP)))
+		switch errno {
+		case 0:
+			w.rawP = w.rawP[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // socket buffer full: wait until writable
+		default:
+			w.rawErr = errno
+			return true
+		}
+	}
+	return true
 }
 
 // setDeadline arms the connection's write deadline.
@@ -217,9 +272,11 @@ func (w *writer) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) >= bufSize {
-			n, err := w.conn.Write(p)
-			w.err = err
-			return n, err
+			if err := w.write(p); err != nil {
+				w.err = err
+				return 0, err
+			}
+			return len(p), nil
 		}
 	}
 	w.n += copy(w.buf[w.n:], p)
@@ -266,7 +323,7 @@ func (w *writer) flush() error {
 	if w.n == 0 {
 		return nil
 	}
-	_, err := w.conn.Write(w.buf[:w.n])
+	err := w.write(w.buf[:w.n])
 	w.n = 0
 	w.err = err
 	return err

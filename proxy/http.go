@@ -85,7 +85,7 @@ func (s *Service) serveHTTP(c net.Conn) {
 		cc.port = strconv.Itoa(ta.Port)
 	}
 	cc.in.init(c)
-	cc.out.reset(c)
+	cc.out.reset(c, cc.in.raw)
 	if !s.track(cc) {
 		c.Close()
 		return
@@ -336,7 +336,7 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 func (cc *clientConn) forward(bc *backendConn, reused bool) (keep, replay bool) {
 	req := &cc.req
 	w := &cc.toSrv
-	w.reset(bc.conn)
+	w.reset(bc.conn, bc.in.raw)
 	cc.writeRequestHead(w)
 	if cc.bodyDone {
 		if err := w.flush(); err != nil {
