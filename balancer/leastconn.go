@@ -6,12 +6,6 @@ func init() { register("least_conn", func() Scheduler { return new(LeastConn) })
 
 var _ Scheduler = (*LeastConn)(nil)
 
-// pickAttempts bounds how often the least connection schedulers rescan after
-// losing the race for the server they chose. Each loss means another request
-// claimed a slot (and will wake the queue when it releases it), so giving up
-// and letting the caller queue cannot strand a free slot.
-const pickAttempts = 4
-
 // LeastConn sends each request to the available server with the fewest
 // requests in flight, ignoring weights except that weight 0 takes nothing. It
 // suits long or uneven requests (RDP sessions, slow APIs) where round robin
@@ -20,19 +14,36 @@ const pickAttempts = 4
 // Ties are broken by starting each scan one server further on, so that with
 // short requests (every Active 0) it degenerates to round robin instead of
 // always choosing the first server.
-type LeastConn struct {
+type LeastConn struct{ leastScan }
+
+// Pick implements Scheduler.
+func (l *LeastConn) Pick(tried *Tried) *Server { return l.pick(tried, false) }
+
+func (l *LeastConn) String() string { return "least_conn" }
+
+// pickAttempts bounds how often the least connection schedulers rescan after
+// losing the race for the server they chose. Each loss means another request
+// claimed a slot (and will wake the queue when it releases it), so giving up
+// and letting the caller queue cannot strand a free slot.
+const pickAttempts = 4
+
+// leastScan is the scan LeastConn and WeightedLeastConn share: the server
+// with the lowest (active+1)/weight, every weight taken as 1 when unweighted.
+type leastScan struct {
 	up   atomic.Pointer[[]*Server] // servers Available at the last Update
 	next atomic.Uint64             // scan start rotation for tie breaking
 }
 
 // Update implements Scheduler.
-func (l *LeastConn) Update(servers []*Server) {
+func (l *leastScan) Update(servers []*Server) {
 	up := availableServers(servers)
 	l.up.Store(&up)
 }
 
-// Pick implements Scheduler.
-func (l *LeastConn) Pick(tried *Tried) *Server {
+// pick compares loads by cross-multiplication, a*wb < b*wa, so there is no
+// floating point or division on the hot path; with weights below 2^31 and
+// fewer than 2^32 requests in flight per server the products fit in int64.
+func (l *leastScan) pick(tried *Tried, weighted bool) *Server {
 	p := l.up.Load()
 	if p == nil || len(*p) == 0 {
 		return nil
@@ -42,7 +53,7 @@ func (l *LeastConn) Pick(tried *Tried) *Server {
 	start := int((l.next.Add(1) - 1) % uint64(n))
 	for range pickAttempts {
 		var best *Server
-		var bestActive int64
+		var bestLoad, bestWeight int64 // best's active+1 and weight
 		// lead counts ineligible servers at the front of the scan.
 		lead := uint64(0)
 		i := start
@@ -51,16 +62,24 @@ func (l *LeastConn) Pick(tried *Tried) *Server {
 			if i++; i == n {
 				i = 0
 			}
-			if !eligible(s, tried) || s.full() {
+			// Load the weight once: a concurrent SetWeight(0) between
+			// an Available check and the comparison would otherwise
+			// make a zero-weight server look infinitely attractive.
+			w := int64(s.weight.Load())
+			if w <= 0 || s.down.Load() || tried.Has(s) || s.full() {
 				if best == nil {
 					lead++
 				}
 				continue
 			}
+			if !weighted {
+				w = 1
+			}
 			// Strictly less: among equals the first in scan order,
 			// which the rotating start makes a different one each time.
-			if a := s.Active(); best == nil || a < bestActive {
-				best, bestActive = s, a
+			load := s.Active() + 1
+			if best == nil || load*bestWeight < bestLoad*w {
+				best, bestLoad, bestWeight = s, load, w
 			}
 		}
 		if best == nil {
@@ -78,5 +97,3 @@ func (l *LeastConn) Pick(tried *Tried) *Server {
 	}
 	return nil
 }
-
-func (l *LeastConn) String() string { return "least_conn" }
