@@ -12,9 +12,9 @@ import (
 	"github.com/fulcrumlb/fulcrum/config"
 )
 
-// rawBackend answers every request head it reads with resp, allocating
-// nothing per request, so that allocation counts measure the proxy alone.
-func rawBackend(tb testing.TB, resp []byte) string {
+// listenTCP serves each connection accepted on a fresh loopback address
+// with handle, until the test ends.
+func listenTCP(tb testing.TB, handle func(net.Conn)) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -28,29 +28,37 @@ func rawBackend(tb testing.TB, resp []byte) string {
 			}
 			go func() {
 				defer c.Close()
-				buf := make([]byte, 64<<10)
-				n := 0
-				for {
-					m, err := c.Read(buf[n:])
-					if err != nil {
-						return
-					}
-					n += m
-					for {
-						i := bytes.Index(buf[:n], []byte("\r\n\r\n"))
-						if i < 0 {
-							break
-						}
-						n = copy(buf, buf[i+4:n])
-						if _, err := c.Write(resp); err != nil {
-							return
-						}
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
 	return l.Addr().String()
+}
+
+// rawBackend answers every request head it reads with resp, allocating
+// nothing per request, so that allocation counts measure the proxy alone.
+func rawBackend(tb testing.TB, resp []byte) string {
+	return listenTCP(tb, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		n := 0
+		for {
+			m, err := c.Read(buf[n:])
+			if err != nil {
+				return
+			}
+			n += m
+			for {
+				i := bytes.Index(buf[:n], []byte("\r\n\r\n"))
+				if i < 0 {
+					break
+				}
+				n = copy(buf, buf[i+4:n])
+				if _, err := c.Write(resp); err != nil {
+					return
+				}
+			}
+		}
+	})
 }
 
 func startTestService(tb testing.TB, mode string, backends ...string) *Proxy {

@@ -64,23 +64,12 @@ func TestConcurrentKeepAlive(t *testing.T) {
 // answered; idle clients are closed at once.
 func TestShutdownFinishesInFlight(t *testing.T) {
 	release := make(chan struct{})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 4096)
-		c.Read(buf)
+	backend := listenTCP(t, func(c net.Conn) {
+		c.Read(make([]byte, 4096))
 		<-release
 		c.Write(benchResponse)
-	}()
-	p := startTestService(t, config.ModeHTTP, l.Addr().String())
+	})
+	p := startTestService(t, config.ModeHTTP, backend)
 	addr := p.Services()[0].Addrs()[0].String()
 
 	idle, err := net.Dial("tcp", addr)
@@ -120,21 +109,11 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 // TestTCPHalfClose: a client that shuts its write side still gets the
 // real server's answer.
 func TestTCPHalfClose(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	backend := listenTCP(t, func(c net.Conn) {
 		b, _ := io.ReadAll(c)
 		c.Write(append([]byte("got:"), b...))
-	}()
-	p := startTestService(t, config.ModeTCP, l.Addr().String())
+	})
+	p := startTestService(t, config.ModeTCP, backend)
 	c, err := net.Dial("tcp", p.Services()[0].Addrs()[0].String())
 	if err != nil {
 		t.Fatal(err)
@@ -154,31 +133,15 @@ type countingAccepts struct{ n atomicInt }
 func rawBackendCounting(tb testing.TB, resp []byte, n *countingAccepts) string {
 	addr := rawBackend(tb, resp)
 	// A relay in front of the raw backend counts the connections made to it.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			n.n.Add(1)
-			go func() {
-				b, err := net.Dial("tcp", addr)
-				if err != nil {
-					c.Close()
-					return
-				}
-				go func() { io.Copy(b, c); b.Close() }()
-				io.Copy(c, b)
-				c.Close()
-			}()
+	return listenTCP(tb, func(c net.Conn) {
+		n.n.Add(1)
+		b, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
 		}
-	}()
-	return l.Addr().String()
+		go func() { io.Copy(b, c); b.Close() }()
+		io.Copy(c, b)
+	})
 }
 
 func waitFor(t *testing.T, cond func() bool) {

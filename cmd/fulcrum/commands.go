@@ -38,37 +38,41 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("check", "check -c PATH", stderr)
-	path := fs.String("c", "", "configuration file to validate (required)")
+// configPath parses the flags of a command taking "-c PATH"; ok is false
+// with the exit code when the command should not go on.
+func configPath(name string, args []string, stderr io.Writer) (path string, code int, ok bool) {
+	fs := newFlags(name, name+" -c PATH", stderr)
+	fs.StringVar(&path, "c", "", "configuration file (required)")
 	if code, ok := parseFlags(fs, args); !ok {
+		return "", code, false
+	}
+	if path == "" {
+		fmt.Fprintf(stderr, "fulcrum %s: -c PATH is required\n", name)
+		fs.Usage()
+		return "", 2, false
+	}
+	return path, 0, true
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	path, code, ok := configPath("check", args, stderr)
+	if !ok {
 		return code
 	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "fulcrum check: -c PATH is required")
-		fs.Usage()
-		return 2
-	}
-	if _, err := config.Load(*path); err != nil {
+	if _, err := config.Load(path); err != nil {
 		fmt.Fprintln(stdout, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: OK\n", *path)
+	fmt.Fprintf(stdout, "%s: OK\n", path)
 	return 0
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("run", "run -c PATH", stderr)
-	path := fs.String("c", "", "configuration file (required)")
-	if code, ok := parseFlags(fs, args); !ok {
+	path, code, ok := configPath("run", args, stderr)
+	if !ok {
 		return code
 	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "fulcrum run: -c PATH is required")
-		fs.Usage()
-		return 2
-	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
