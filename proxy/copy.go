@@ -192,12 +192,9 @@ func (f *flow) copyChunked(dechunk bool) error {
 			f.srcErr = true
 			return errBadChunk
 		}
-		if !dechunk {
-			if err := f.write(l); err != nil {
-				return err
-			}
+		if err := f.passLine(l, !dechunk); err != nil {
+			return err
 		}
-		f.src.discard(len(l))
 		if size == 0 {
 			break
 		}
@@ -209,12 +206,9 @@ func (f *flow) copyChunked(dechunk bool) error {
 			f.srcErr = true
 			return errBadChunk
 		}
-		if !dechunk {
-			if err := f.write(l); err != nil {
-				return err
-			}
+		if err := f.passLine(l, !dechunk); err != nil {
+			return err
 		}
-		f.src.discard(len(l))
 	}
 	// Trailer section: field lines up to an empty line.
 	for total := 0; ; {
@@ -227,16 +221,25 @@ func (f *flow) copyChunked(dechunk bool) error {
 			f.srcErr = true
 			return errTrailers
 		}
-		if !dechunk {
-			if err := f.write(l); err != nil {
-				return err
-			}
+		if err := f.passLine(l, !dechunk); err != nil {
+			return err
 		}
-		f.src.discard(len(l))
 		if isLineEnd(l) {
 			return nil
 		}
 	}
+}
+
+// passLine consumes a framing line from the source, writing it on unless
+// the framing is being removed.
+func (f *flow) passLine(l []byte, keep bool) error {
+	if keep {
+		if err := f.write(l); err != nil {
+			return err
+		}
+	}
+	f.src.discard(len(l))
+	return nil
 }
 
 func isLineEnd(l []byte) bool { return string(l) == "\r\n" || string(l) == "\n" }
