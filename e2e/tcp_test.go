@@ -283,3 +283,72 @@ func TestTCPMaxConns(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPIdleTimeout: a tcp-mode connection pair is closed once the client
+// has sent nothing for timeouts.client and the real server nothing for
+// timeouts.server; traffic in either direction keeps it open.
+func TestTCPIdleTimeout(t *testing.T) {
+	const idle = 600 * time.Millisecond
+	tests := []struct {
+		name     string
+		serve    func(c *net.TCPConn) // the real server
+		client   func(c *net.TCPConn) // runs while the pair should stay open
+		wantOpen time.Duration        // the pair must still be open this long
+	}{
+		{
+			name:  "silent both ways",
+			serve: func(c *net.TCPConn) { io.Copy(io.Discard, c) },
+		},
+		{
+			name: "server talks",
+			serve: func(c *net.TCPConn) {
+				for range 8 {
+					if _, err := c.Write([]byte("tick")); err != nil {
+						return
+					}
+					time.Sleep(idle / 3)
+				}
+				io.Copy(io.Discard, c)
+			},
+			client:   func(c *net.TCPConn) { io.ReadFull(c, make([]byte, 8*4)) },
+			wantOpen: 2 * idle,
+		},
+		{
+			name:  "client talks",
+			serve: func(c *net.TCPConn) { io.Copy(io.Discard, c) },
+			client: func(c *net.TCPConn) {
+				for range 8 {
+					c.Write([]byte("tock"))
+					time.Sleep(idle / 3)
+				}
+			},
+			wantOpen: 2 * idle,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newTCPBackend(t, "idle", tt.serve)
+			vip := freeAddr(t)
+			s := tcpService(vip, srv)
+			s.timeouts = fmt.Sprintf("client = %q\nserver = %q\n", idle, idle)
+			startFulcrum(t, config{services: []service{s}})
+
+			c := dialTCP(t, vip)
+			start := time.Now()
+			if tt.client != nil {
+				tt.client(c)
+			}
+			// Now silent: fulcrum must close within the timeout (plus
+			// timer slack), and not before the activity ended.
+			c.SetReadDeadline(time.Now().Add(idle + 2*time.Second))
+			_, err := io.Copy(io.Discard, c)
+			closedAfter := time.Since(start)
+			if err != nil {
+				t.Fatalf("connection not closed by fulcrum after %v of silence: %v", closedAfter, err)
+			}
+			if closedAfter < tt.wantOpen || closedAfter < idle {
+				t.Errorf("closed after %v; want it open at least %v", closedAfter, max(tt.wantOpen, idle))
+			}
+		})
+	}
+}
