@@ -164,8 +164,8 @@ func (cc *clientConn) stopIfIdle() {
 }
 
 // awaitRequest waits, holding no buffer, until the client sends the next
-// request, and reads its first bytes. It returns false when the connection should end (closed by the
-// client, idle timeout, shutdown).
+// request, and reads its first bytes. It returns false when the connection
+// should end (closed by the client, idle timeout, shutdown).
 func (cc *clientConn) awaitRequest() bool {
 	if len(cc.in.buffered()) > 0 { // a pipelined request is already here
 		return true
@@ -458,8 +458,10 @@ func readResponseHead(in *reader) (int, error) {
 // before answering.
 func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, replay bool) {
 	resp := &cc.resp
-	now := cc.start // a bodiless request was sent just now
-	if !cc.headConsumed {
+	// A bodiless request was sent just now; after a body (which may have
+	// taken long to upload) read the clock afresh.
+	now := cc.start
+	if cc.headConsumed {
 		now = time.Now()
 	}
 	bc.in.extendDeadline(now, cc.svc.cfg.Timeouts.Server)

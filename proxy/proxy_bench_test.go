@@ -62,6 +62,12 @@ func rawBackend(tb testing.TB, resp []byte) string {
 }
 
 func startTestService(tb testing.TB, mode string, backends ...string) *Proxy {
+	return startTestServiceWith(tb, mode, nil, backends...)
+}
+
+// startTestServiceWith is startTestService with a hook to adjust the
+// virtual service before it starts.
+func startTestServiceWith(tb testing.TB, mode string, adjust func(*config.VirtualService), backends ...string) *Proxy {
 	vs := &config.VirtualService{
 		Name: "bench", Listen: []string{"127.0.0.1:0"}, Mode: mode, Scheduler: "round_robin",
 		ForwardedFor: true, Retries: 2, QueueTimeout: time.Second,
@@ -69,6 +75,9 @@ func startTestService(tb testing.TB, mode string, backends ...string) *Proxy {
 	}
 	for i, b := range backends {
 		vs.RealServers = append(vs.RealServers, &config.RealServer{Name: string(rune('a' + i)), Address: b, Weight: 1})
+	}
+	if adjust != nil {
+		adjust(vs)
 	}
 	p, err := New(&config.Config{Global: config.Global{Grace: time.Second}, VirtualServices: []*config.VirtualService{vs}}, zap.NewNop())
 	if err != nil {

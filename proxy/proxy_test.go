@@ -154,3 +154,40 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestSlowUploadLongerThanServerTimeout: timeouts.server bounds the wait
+// for the response once the request is sent, not the upload before it.
+func TestSlowUploadLongerThanServerTimeout(t *testing.T) {
+	backend := listenTCP(t, func(c net.Conn) {
+		// Read the head and the 5-byte body, then answer at once.
+		var got []byte
+		buf := make([]byte, 4096)
+		for !bytes.HasSuffix(got, []byte("hello")) {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			got = append(got, buf[:n]...)
+		}
+		c.Write(benchResponse)
+	})
+	p := startTestServiceWith(t, config.ModeHTTP, func(vs *config.VirtualService) {
+		vs.Timeouts.Server = 300 * time.Millisecond
+	}, backend)
+	c, err := net.Dial("tcp", p.Services()[0].Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"))
+	for _, b := range []byte("hello") { // 5 × 150ms: longer than timeouts.server
+		time.Sleep(150 * time.Millisecond)
+		c.Write([]byte{b})
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp := make([]byte, len(benchResponse))
+	n, err := io.ReadFull(c, resp)
+	if err != nil || !bytes.Equal(resp, benchResponse) {
+		t.Fatalf("response %q, %v; want the real server's 200", resp[:n], err)
+	}
+}
