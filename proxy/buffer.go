@@ -100,6 +100,10 @@ func (b *reader) readFD(fd uintptr) bool {
 			b.buf = getBuf()
 		}
 		p := b.buf[b.w:]
+		if len(p) == 0 {
+			b.rawErr = errFull
+			return true
+		}
 		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch {
 		case errno == syscall.EINTR:
