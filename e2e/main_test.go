@@ -43,7 +43,14 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	fulcrumBin = filepath.Join(dir, "fulcrum")
-	build := exec.Command("go", "build", "-o", fulcrumBin, "./cmd/fulcrum")
+	args := []string{"build", "-o", fulcrumBin}
+	if raceBuild || os.Getenv("FULCRUM_E2E_RACE") == "1" {
+		// The binary under the race detector: slower and bigger (memory
+		// checks may then fail), but every data race it meets is reported
+		// on its standard error and fails the test that started it.
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "./cmd/fulcrum")...)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/fulcrum: %v\n%s", err, out)
@@ -215,6 +222,9 @@ func startProcess(t testing.TB, args ...string) *fulcrum {
 				<-f.done
 				t.Errorf("fulcrum did not exit within 5s of SIGTERM at the end of the test")
 			}
+		}
+		if strings.Contains(f.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector reported a data race in fulcrum")
 		}
 		if t.Failed() {
 			t.Logf("fulcrum %s stderr (last 8 KiB):\n%s", strings.Join(args, " "), tail(f.stderr.String(), 8<<10))
