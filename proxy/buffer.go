@@ -34,27 +34,31 @@ type reader struct {
 	rawFn  func(fd uintptr) bool // readFD, bound once
 	rawErr error
 
-	deadline time.Time // the read deadline armed on conn
+	dl deadline // reads
 }
 
-// setDeadline arms the connection's read deadline.
+// deadline remembers the deadline armed in one direction of a connection,
+// so that it can be re-armed lazily.
+type deadline struct{ at time.Time }
+
+// due returns now+timeout and true when it should be armed: unless the armed
+// deadline is no earlier than that less 1/16 of timeout, since a timer update
+// on every request costs more than the precision is worth (a timeout may so
+// fire up to 1/16 early).
+func (d deadline) due(now time.Time, timeout time.Duration) (time.Time, bool) {
+	want := now.Add(timeout)
+	return want, want.Before(d.at) || want.Sub(d.at) > timeout/16
+}
+
 func (b *reader) setDeadline(t time.Time) {
-	b.deadline = t
+	b.dl.at = t
 	b.conn.SetReadDeadline(t)
 }
 
-// extendDeadline arms the read deadline now+timeout, unless the armed one
-// is no earlier than that less 1/16 of timeout: a timer update on every
-// request costs more than the precision is worth (a timeout may so fire up
-// to 1/16 early).
 func (b *reader) extendDeadline(now time.Time, timeout time.Duration) {
-	if want := now.Add(timeout); lazyRearm(b.deadline, want, timeout) {
-		b.setDeadline(want)
+	if t, ok := b.dl.due(now, timeout); ok {
+		b.setDeadline(t)
 	}
-}
-
-func lazyRearm(armed, want time.Time, timeout time.Duration) bool {
-	return want.Before(armed) || want.Sub(armed) > timeout/16
 }
 
 func (b *reader) init(c net.Conn) {
@@ -187,12 +191,12 @@ func (b *reader) Read(p []byte) (int, error) {
 // writer is a buffered writer over a connection whose buffer can be released
 // once flushed.
 type writer struct {
-	conn     net.Conn
-	raw      syscall.RawConn // the conn's descriptor when it is TCP, else nil
-	buf      *[bufSize]byte
-	n        int
-	err      error     // first write error; later writes are dropped
-	deadline time.Time // the write deadline armed on conn
+	conn net.Conn
+	raw  syscall.RawConn // the conn's descriptor when it is TCP, else nil
+	buf  *[bufSize]byte
+	n    int
+	err  error    // first write error; later writes are dropped
+	dl   deadline // writes
 
 	rawFn  func(fd uintptr) bool // writeFD, bound once
 	rawP   []byte                // what writeFD has left to write
@@ -203,7 +207,7 @@ type writer struct {
 // connection's reader), or nil.
 func (w *writer) reset(c net.Conn, raw syscall.RawConn) {
 	if c != w.conn {
-		w.deadline = time.Time{}
+		w.dl = deadline{}
 	}
 	w.conn, w.raw, w.n, w.err = c, raw, 0, nil
 	if raw != nil && w.rawFn == nil {
@@ -245,16 +249,14 @@ func (w *writer) writeFD(fd uintptr) bool {
 	return true
 }
 
-// setDeadline arms the connection's write deadline.
 func (w *writer) setDeadline(t time.Time) {
-	w.deadline = t
+	w.dl.at = t
 	w.conn.SetWriteDeadline(t)
 }
 
-// extendDeadline is reader.extendDeadline for writes.
 func (w *writer) extendDeadline(now time.Time, timeout time.Duration) {
-	if want := now.Add(timeout); lazyRearm(w.deadline, want, timeout) {
-		w.setDeadline(want)
+	if t, ok := w.dl.due(now, timeout); ok {
+		w.setDeadline(t)
 	}
 }
 
