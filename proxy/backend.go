@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"net"
 	"sync"
 	"time"
@@ -68,9 +67,13 @@ func (rs *realServer) get(check bool) *backendConn {
 	}
 }
 
-// dial opens a new connection.
+// connect opens a TCP connection to the real server (tcp mode uses it as
+// it is; http mode through dial).
+func (rs *realServer) connect() (net.Conn, error) { return rs.dialer.Dial("tcp", rs.Address) }
+
+// dial opens a new connection for HTTP exchanges.
 func (rs *realServer) dial() (*backendConn, error) {
-	c, err := rs.dialer.DialContext(context.Background(), "tcp", rs.Address)
+	c, err := rs.connect()
 	if err != nil {
 		return nil, err
 	}

@@ -99,7 +99,7 @@ func (s *Service) serveHTTP(c net.Conn) {
 func (s *Service) track(cc *clientConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping {
+	if s.isStopping() {
 		return false
 	}
 	s.conns[cc] = struct{}{}

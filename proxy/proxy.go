@@ -89,8 +89,7 @@ type Service struct {
 	conns    map[*clientConn]struct{}
 	tcpConns map[net.Conn]struct{}
 	wg       sync.WaitGroup
-	stopping bool
-	stopCh   chan struct{}
+	stopCh   chan struct{} // closed, under mu, when shutdown begins
 }
 
 func newService(vs *config.VirtualService, accessLog bool, log *zap.Logger) (*Service, error) {
@@ -226,8 +225,7 @@ func (s *Service) reapIdle() {
 
 func (s *Service) shutdown(ctx context.Context) {
 	s.mu.Lock()
-	if !s.stopping { // a second Shutdown only waits
-		s.stopping = true
+	if !s.isStopping() { // a second Shutdown only waits
 		close(s.stopCh)
 		s.closeListeners()
 		for cc := range s.conns {

@@ -33,7 +33,7 @@ func (s *Service) serveTCP(c net.Conn) {
 			return
 		}
 		rs := s.real[srv]
-		sc, err := rs.dialer.Dial("tcp", rs.Address)
+		sc, err := rs.connect()
 		if err != nil {
 			s.Pool.Release(srv)
 			s.log.Debug("connect to real server failed", zap.String("real_server", srv.Name), zap.Error(err))
@@ -88,7 +88,7 @@ func (s *Service) logTCP(c net.Conn, srv *balancer.Server, start time.Time, up, 
 func (s *Service) trackTCP(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping {
+	if s.isStopping() {
 		return false
 	}
 	s.tcpConns[c] = struct{}{}
