@@ -75,11 +75,35 @@ type rawBackend struct {
 
 func newRawBackend(t testing.TB, respond func(head string) string) *rawBackend {
 	t.Helper()
+	b := &rawBackend{}
+	b.addr = serveTCP(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		for {
+			head, err := readHead(br)
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.heads = append(b.heads, head)
+			b.mu.Unlock()
+			if _, err := io.WriteString(c, respond(head)); err != nil {
+				return
+			}
+		}
+	})
+	return b
+}
+
+// serveTCP listens on a fresh loopback address and serves each accepted
+// connection with handle in its own goroutine. At the end of the test it
+// stops listening, closes the connections still open and waits for every
+// handler.
+func serveTCP(t testing.TB, handle func(c *net.TCPConn)) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &rawBackend{addr: l.Addr().String()}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var open []net.Conn
@@ -107,23 +131,11 @@ func newRawBackend(t testing.TB, respond func(head string) string) *rawBackend {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					head, err := readHead(br)
-					if err != nil {
-						return
-					}
-					b.mu.Lock()
-					b.heads = append(b.heads, head)
-					b.mu.Unlock()
-					if _, err := io.WriteString(c, respond(head)); err != nil {
-						return
-					}
-				}
+				handle(c.(*net.TCPConn))
 			}()
 		}
 	}()
-	return b
+	return l.Addr().String()
 }
 
 func (b *rawBackend) received() []string {
@@ -187,34 +199,12 @@ type tcpBackend struct {
 
 func newTCPBackend(t testing.TB, name string, serve func(c *net.TCPConn)) *tcpBackend {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &tcpBackend{name: name, addr: l.Addr().String()}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
+	b := &tcpBackend{name: name}
+	b.addr = serveTCP(t, func(c *net.TCPConn) {
+		b.conns.Add(1)
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		serve(c)
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			b.conns.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(60 * time.Second))
-				serve(c.(*net.TCPConn))
-			}()
-		}
-	}()
 	return b
 }
 

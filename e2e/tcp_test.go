@@ -21,13 +21,7 @@ func tcpService(vip string, backends ...*tcpBackend) service {
 
 func dialTCP(t *testing.T, addr string) *net.TCPConn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	return c.(*net.TCPConn)
+	return dialRaw(t, addr).c
 }
 
 // TestTCPBothWays streams bytes through a tcp-mode service to an echo
