@@ -68,7 +68,6 @@ func TestLeastConnAvoidsBusy(t *testing.T) {
 	needCurl(t)
 	busy := make(chan string, 2)
 	release := make(chan struct{})
-	var backends []*httpBackend
 	vip := freeAddr(t)
 	svc := service{listen: []string{vip}, opts: "scheduler = \"least_conn\"\n"}
 	for i := range 2 {
@@ -83,7 +82,6 @@ func TestLeastConnAvoidsBusy(t *testing.T) {
 			}
 			fmt.Fprintln(w, name)
 		}))
-		backends = append(backends, b)
 		svc.real = append(svc.real, b.real(""))
 	}
 	startFulcrum(t, config{services: []service{svc}})

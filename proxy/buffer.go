@@ -309,18 +309,6 @@ func (w *writer) WriteString(s string) (int, error) {
 	return len(s), nil
 }
 
-func (w *writer) writeByte(c byte) {
-	if w.err != nil {
-		return
-	}
-	w.grab()
-	if w.n == bufSize && w.flush() != nil {
-		return
-	}
-	w.buf[w.n] = c
-	w.n++
-}
-
 // flush writes the buffered bytes.
 func (w *writer) flush() error {
 	if w.err != nil {
