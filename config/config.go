@@ -15,7 +15,43 @@ type Config struct {
 	File string `toml:"-"`
 
 	Global          Global            `toml:"global"`
+	Admin           Admin             `toml:"admin"`
 	VirtualServices []*VirtualService `toml:"virtual_service"`
+}
+
+// Admin is the admin API, web UI and /metrics listener. It is off when
+// Listen is empty (the [admin] table is absent).
+type Admin struct {
+	// Listen is the admin address ("127.0.0.1:9080"). Empty means off.
+	Listen string `toml:"listen"`
+	// TLSCert and TLSKey are PEM files; with both set the admin listener
+	// speaks HTTPS only. Give both or neither. Relative paths are from the
+	// working directory; the pair is loaded when the file is validated, so
+	// `fulcrum check` finds a bad one.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// MetricsAuth requires a user's credentials for /metrics as for the
+	// API. If absent, true; false lets any client on the admin address
+	// scrape it.
+	MetricsAuth bool `toml:"metrics_auth"`
+	// Users may log in; at least one is required when Listen is set.
+	Users []*AdminUser `toml:"user"`
+
+	// Line is the line of the [admin] header (zero if absent).
+	Line int `toml:"-"`
+}
+
+// AdminUser is one account of the admin API and web UI.
+type AdminUser struct {
+	// Name is the login name; required, unique.
+	Name string `toml:"name"`
+	// PasswordHash is a bcrypt hash ("$2a$…", "$2b$…"), as printed by
+	// `fulcrum hash-password`. Required.
+	PasswordHash string `toml:"password_hash"`
+
+	// Line is the line of the user's [[admin.user]] header, or of its
+	// inline table (zero if not parsed from a file).
+	Line int `toml:"-"`
 }
 
 // Global holds process-wide settings.
@@ -69,6 +105,7 @@ type VirtualService struct {
 	QueueTimeout time.Duration `toml:"queue_timeout"`
 
 	Timeouts    Timeouts      `toml:"timeouts"`
+	HealthCheck HealthCheck   `toml:"health_check"`
 	RealServers []*RealServer `toml:"real_server"`
 
 	// Line is the line of the service's [[virtual_service]] header (zero
@@ -105,10 +142,114 @@ type RealServer struct {
 	// MaxConns bounds concurrent requests (http) or connections (tcp) to
 	// this server; the excess queues. Zero means unlimited.
 	MaxConns int `toml:"max_conns"`
+	// State is the server's admin state at start: ready, drain or
+	// maintenance. If absent, ready. A state set at run time (admin API)
+	// survives reloads unless this value changes in the file.
+	State string `toml:"state"`
 
 	// Line is the line of the server's [[virtual_service.real_server]]
 	// header, or of its inline table (zero if not parsed from a file).
 	Line int `toml:"-"`
+}
+
+// Health check types.
+const (
+	CheckTCP        = "tcp"         // a TCP connect
+	CheckHTTP       = "http"        // an HTTP/1.1 request; status (and body) checked
+	CheckHTTPS      = "https"       // the same over TLS
+	CheckSendExpect = "send_expect" // send bytes, match a regexp in the reply
+	CheckNone       = "none"        // no active check: always up
+)
+
+// Admin states of a real server (the operational state, up or down, is the
+// health checks' business and kept apart).
+const (
+	StateReady       = "ready"       // takes traffic
+	StateDrain       = "drain"       // no new clients; persistent ones and established connections continue
+	StateMaintenance = "maintenance" // no traffic at all
+)
+
+// HealthCheck configures the active check of every real server of a
+// virtual service, and the passive observation of its traffic.
+type HealthCheck struct {
+	// Type is tcp, http, https, send_expect or none. If absent, tcp.
+	Type string `toml:"type"`
+	// Method is the http/https request method (GET or HEAD). If absent, GET.
+	Method string `toml:"method"`
+	// Path is the http/https request target; it starts with "/". If
+	// absent, "/".
+	Path string `toml:"path"`
+	// Host is the http/https Host header (and TLS server name): a name or
+	// IP, with an optional port ("www.example.com", "[::1]:8443"). If
+	// empty, the real server's address.
+	Host string `toml:"host"`
+	// ExpectStatus lists the statuses that pass, as numbers, "lo-hi"
+	// ranges or classes: [200, "300-399"], "2xx". The file may give one
+	// value or a list. If absent, 200-399.
+	ExpectStatus StatusRanges `toml:"expect_status"`
+	// ExpectBody is a regular expression the http/https body (its first
+	// 64 KiB) must match. Empty means any body.
+	ExpectBody string `toml:"expect_body"`
+	// Send is what a send_expect check writes after connecting (escapes such
+	// as \r\n are TOML's). Empty sends nothing and only reads.
+	Send string `toml:"send"`
+	// Expect is the regular expression a send_expect reply must match.
+	// Required for send_expect.
+	Expect string `toml:"expect"`
+	// TLSVerify makes an https check verify the real server's certificate
+	// against the system roots. If absent, false (real servers often have
+	// self-signed certificates).
+	TLSVerify bool `toml:"tls_verify"`
+	// Port checks this port instead of the real server's. Zero means the
+	// real server's port.
+	Port int `toml:"port"`
+	// Interval is the time between the starts of two checks of one real
+	// server; at least MinCheckInterval. If absent, 2s.
+	Interval time.Duration `toml:"interval"`
+	// Timeout bounds one check; at most Interval. If absent, 1s (or
+	// Interval, if that is shorter).
+	Timeout time.Duration `toml:"timeout"`
+	// Rise is the consecutive successes that bring a down server up,
+	// 1 to MaxRiseFall. If absent, 2.
+	Rise int `toml:"rise"`
+	// Fall is the consecutive failures that take an up server down,
+	// 1 to MaxRiseFall. If absent, 3.
+	Fall int `toml:"fall"`
+	// AgentPort, if not zero, is polled every Interval for an agent reply
+	// (HAProxy's agent-check protocol): up, down, drain, maint, ready, NN%,
+	// weight:N, maxconn:N, #reason.
+	AgentPort int `toml:"agent_port"`
+	// SlowStart ramps a server's weight linearly from near zero to its full
+	// weight over this time after it comes up. Zero means at once.
+	SlowStart time.Duration `toml:"slow_start"`
+	// ObserveErrors marks a real server down after this many consecutive
+	// connect failures or 5xx responses in live traffic, until the active
+	// check brings it back up, so it needs a Type other than none. Zero
+	// means off.
+	ObserveErrors int `toml:"observe_errors"`
+}
+
+// StatusRange is an inclusive range of HTTP status codes.
+type StatusRange struct{ Lo, Hi int }
+
+// StatusRanges is a list of status ranges; a status passes if any holds it.
+type StatusRanges []StatusRange
+
+// Match reports whether code lies in one of the ranges.
+func (r StatusRanges) Match(code int) bool {
+	for _, x := range r {
+		if x.Lo <= code && code <= x.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (r StatusRange) String() string {
+	if r.Lo == r.Hi {
+		return strconv.Itoa(r.Lo)
+	}
+	return strconv.Itoa(r.Lo) + "-" + strconv.Itoa(r.Hi)
 }
 
 // Defaults, applied before the file is decoded so that an absent key keeps
@@ -126,6 +267,15 @@ const (
 	DefaultClientHeader = 10 * time.Second
 	DefaultServer       = 60 * time.Second
 	DefaultWeight       = 1
+	DefaultState        = StateReady
+
+	DefaultCheckType     = CheckTCP
+	DefaultCheckMethod   = "GET"
+	DefaultCheckPath     = "/"
+	DefaultCheckInterval = 2 * time.Second
+	DefaultCheckTimeout  = 1 * time.Second
+	DefaultRise          = 2
+	DefaultFall          = 3
 )
 
 // Limits.
@@ -136,6 +286,13 @@ const (
 	// MaxRetries bounds VirtualService.Retries; more only hammers a pool
 	// that is down.
 	MaxRetries = 100
+	// MinCheckInterval bounds HealthCheck.Interval from below: it catches
+	// "2ms" written for "2s" before it hammers every real server, and is
+	// still short enough for tests that wait for a server to go down.
+	MinCheckInterval = 100 * time.Millisecond
+	// MaxRiseFall bounds HealthCheck.Rise and Fall; more would take a
+	// server minutes to change state at any sensible interval.
+	MaxRiseFall = 100
 )
 
 func (g *Global) setDefaults() {
@@ -160,7 +317,34 @@ func (t *Timeouts) setDefaults() {
 	t.Server = DefaultServer
 }
 
-func (r *RealServer) setDefaults() { r.Weight = DefaultWeight }
+func (r *RealServer) setDefaults() {
+	r.Weight = DefaultWeight
+	r.State = DefaultState
+}
+
+func (a *Admin) setDefaults() { a.MetricsAuth = true }
+
+func (h *HealthCheck) setDefaults() {
+	h.Type = DefaultCheckType
+	h.Method = DefaultCheckMethod
+	h.Path = DefaultCheckPath
+	// 2xx and 3xx, as HAProxy's http-check: a redirect (to a login page,
+	// say) still comes from a working server.
+	h.ExpectStatus = StatusRanges{{200, 399}}
+	h.Interval = DefaultCheckInterval
+	h.Timeout = DefaultCheckTimeout
+	h.Rise = DefaultRise
+	h.Fall = DefaultFall
+}
+
+// lateDefaults shortens the default timeout to a short interval, as a check
+// must end before the next one starts. A timeout given in the file is kept
+// and validated instead.
+func (h *HealthCheck) lateDefaults(given func(key string) bool) {
+	if !given("timeout") && h.Interval > 0 && h.Interval < h.Timeout {
+		h.Timeout = h.Interval
+	}
+}
 
 // label names the service in problem messages.
 func (v *VirtualService) label() string {
@@ -168,6 +352,14 @@ func (v *VirtualService) label() string {
 		return ""
 	}
 	return strconv.Quote(v.Name)
+}
+
+// label names the admin user in problem messages.
+func (u *AdminUser) label() string {
+	if u.Name == "" {
+		return ""
+	}
+	return strconv.Quote(u.Name)
 }
 
 // label names the real server in problem messages: by its name or, as its

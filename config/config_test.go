@@ -37,6 +37,7 @@ address = "10.0.0.1:80"
 				want := &Config{
 					File:   "lb.toml",
 					Global: Global{LogLevel: "info", LogFormat: "console", AccessLog: true, Grace: 30 * time.Second},
+					Admin:  Admin{MetricsAuth: true},
 					VirtualServices: []*VirtualService{{
 						Name:         "web",
 						Listen:       []string{"127.0.0.1:80"},
@@ -49,7 +50,11 @@ address = "10.0.0.1:80"
 							Connect: 5 * time.Second, Client: 60 * time.Second,
 							ClientHeader: 10 * time.Second, Server: 60 * time.Second,
 						},
-						RealServers: []*RealServer{{Name: "10.0.0.1:80", Address: "10.0.0.1:80", Weight: 1, Line: 4}},
+						HealthCheck: HealthCheck{
+							Type: "tcp", Method: "GET", Path: "/", ExpectStatus: StatusRanges{{200, 399}},
+							Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3,
+						},
+						RealServers: []*RealServer{{Name: "10.0.0.1:80", Address: "10.0.0.1:80", Weight: 1, State: "ready", Line: 4}},
 						Line:        1,
 					}},
 				}
@@ -160,7 +165,7 @@ name = "web"
 listen = ":80"
 shceduler = "least_conn"
 colour = "blue"
-[virtual_service.health_check]
+[virtual_service.healthcheck]
 interval = "1s"
 [[virtual_service.real_server]]
 adress = "10.0.0.1:80"
@@ -169,7 +174,7 @@ adress = "10.0.0.1:80"
 				`lb.toml:1: globl: unknown key "globl" (did you mean "global"?)`,
 				`lb.toml:5: virtual_service.shceduler: unknown key "shceduler" (did you mean "scheduler"?) (virtual_service "web")`,
 				`lb.toml:6: virtual_service.colour: unknown key "colour" (virtual_service "web")`,
-				`lb.toml:7: virtual_service.health_check: unknown key "health_check" (virtual_service "web")`,
+				`lb.toml:7: virtual_service.healthcheck: unknown key "healthcheck" (did you mean "health_check"?) (virtual_service "web")`,
 				`lb.toml:9: virtual_service.real_server.address: required (virtual_service "web", real_server #1)`,
 				`lb.toml:10: virtual_service.real_server.adress: unknown key "adress" (did you mean "address"?) (virtual_service "web", real_server #1)`,
 			},
@@ -345,6 +350,194 @@ address = "10.0.0.10:80"
 				`lb.toml:16: virtual_service.real_server.address: invalid address ":80": host is required (virtual_service "web", real_server ":80")`,
 				`lb.toml:20: virtual_service.real_server.name: "10.0.0.9:80" is already used by the real_server at line 17 (virtual_service "web", real_server "10.0.0.9:80")`,
 				`lb.toml:25: virtual_service.real_server.address: "10.0.0.10:80" is already used by the real_server at line 22 (virtual_service "web", real_server "10.0.0.10:80")`,
+			},
+		},
+		{
+			name: "health check: defaults, and a short interval shortens the default timeout",
+			input: `[[virtual_service]]
+name = "a"
+listen = "127.0.0.1:80"
+health_check = { interval = "500ms" }
+real_server = [{ address = "10.0.0.1:80" }]
+[[virtual_service]]
+name = "b"
+listen = "127.0.0.1:81"
+health_check = { interval = "500ms", timeout = "200ms" }
+real_server = [{ address = "10.0.0.1:80" }]
+[[virtual_service]]
+name = "c"
+listen = "127.0.0.1:82"
+real_server = [{ address = "10.0.0.1:80" }]
+[virtual_service.health_check]
+type = "http"
+expect_status = "2xx"
+interval = "5s"
+`,
+			check: func(t *testing.T, c *Config) {
+				type got struct {
+					Type              string
+					Interval, Timeout time.Duration
+					ExpectStatus      string
+				}
+				var gots []got
+				for _, vs := range c.VirtualServices {
+					h := vs.HealthCheck
+					gots = append(gots, got{h.Type, h.Interval, h.Timeout, h.ExpectStatus.String()})
+				}
+				want := []got{
+					{"tcp", 500 * time.Millisecond, 500 * time.Millisecond, "200-399"},
+					{"tcp", 500 * time.Millisecond, 200 * time.Millisecond, "200-399"},
+					{"http", 5 * time.Second, time.Second, "200-299"},
+				}
+				if !reflect.DeepEqual(gots, want) {
+					t.Errorf("got %+v, want %+v", gots, want)
+				}
+			},
+		},
+		{
+			name: "health check: with an unknown type, no key is called unused",
+			input: `[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:80"
+real_server = [{ address = "10.0.0.1:80" }]
+[virtual_service.health_check]
+type = "HTTP"
+path = "/health"
+method = "get"
+`,
+			want: []string{
+				`lb.toml:6: virtual_service.health_check.type: must be tcp, http, https, send_expect or none, got "HTTP" (virtual_service "web")`,
+				`lb.toml:8: virtual_service.health_check.method: must be GET or HEAD, got "get" (virtual_service "web")`,
+			},
+		},
+		{
+			name: "health check: keys of other types",
+			input: `[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:80"
+real_server = [{ address = "10.0.0.1:80" }]
+[virtual_service.health_check]
+type = "https"
+method = "GET"
+expect = "x"
+port = 0
+[[virtual_service]]
+name = "db"
+listen = "127.0.0.1:81"
+real_server = [{ address = "10.0.0.1:80" }]
+[virtual_service.health_check]
+type = "none"
+agent_port = 9999
+interval = "10s"
+rise = 2
+port = 8080
+host = "db"
+`,
+			want: []string{
+				`lb.toml:8: virtual_service.health_check.expect: used only by type send_expect, not "https" (virtual_service "web")`,
+				`lb.toml:18: virtual_service.health_check.rise: not used by type "none" (no active check) (virtual_service "db")`,
+				`lb.toml:19: virtual_service.health_check.port: not used by type "none" (no active check) (virtual_service "db")`,
+				`lb.toml:20: virtual_service.health_check.host: used only by type http or https, not "none" (virtual_service "db")`,
+			},
+		},
+		{
+			name: "health check: the timeout is checked against a valid interval only",
+			input: `[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:80"
+real_server = [{ address = "10.0.0.1:80" }]
+health_check = { interval = "0s", timeout = "5s", slow_start = "-1s" }
+`,
+			want: []string{
+				`lb.toml:5: virtual_service.health_check.slow_start: must not be negative, got "-1s" (virtual_service "web")`,
+				`lb.toml:5: virtual_service.health_check.interval: must be >= 100ms, got 0s (virtual_service "web")`,
+			},
+		},
+		{
+			name: "admin: one user; metrics_auth defaults to true",
+			input: `[[virtual_service]]
+name = "web"
+listen = ":80"
+real_server = [{ address = "10.0.0.1:80" }]
+[admin]
+listen = "[::1]:9080"
+user = [{ name = "admin", password_hash = "$2a$10$NfeWewPVXxcLNko9c8K9Fu.nT5LoKsTq6V1giBA1lO0tf4FQy.vXK" }]
+`,
+			check: func(t *testing.T, c *Config) {
+				want := Admin{
+					Listen:      "[::1]:9080",
+					MetricsAuth: true,
+					Users:       []*AdminUser{{Name: "admin", PasswordHash: "$2a$10$NfeWewPVXxcLNko9c8K9Fu.nT5LoKsTq6V1giBA1lO0tf4FQy.vXK", Line: 7}},
+					Line:        5,
+				}
+				if !reflect.DeepEqual(c.Admin, want) {
+					t.Errorf("got %+v, want %+v", c.Admin, want)
+				}
+			},
+		},
+		{
+			name: "admin: keys without listen",
+			input: `[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:80"
+real_server = [{ address = "10.0.0.1:80" }]
+[admin]
+metrics_auth = false
+tls_key = "admin.key"
+`,
+			want: []string{
+				`lb.toml:5: admin.listen: required when [admin] is present: the admin address, such as "127.0.0.1:9080"`,
+				`lb.toml:7: admin.tls_key: given without tls_cert: give both or neither`,
+			},
+		},
+		{
+			name: "admin: a listen address but no users",
+			input: `[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:80"
+real_server = [{ address = "10.0.0.1:80" }]
+[admin]
+listen = "127.0.0.1:80"
+tls_cert = "admin.crt"
+`,
+			want: []string{
+				`lb.toml:5: admin.user: required: at least one [[admin.user]] to log in with`,
+				`lb.toml:6: admin.listen: "127.0.0.1:80" is already used by virtual_service "web" at line 3`,
+				`lb.toml:7: admin.tls_cert: given without tls_key: give both or neither`,
+			},
+		},
+		{
+			name: "admin: listen addresses",
+			input: `[[virtual_service]]
+name = "web"
+listen = "[::]:80"
+real_server = [{ address = "10.0.0.1:80" }]
+[admin]
+listen = "admin.local:9080"
+[[admin.user]]
+name = "admin"
+password_hash = "$2a$10$NfeWewPVXxcLNko9c8K9Fu.nT5LoKsTq6V1giBA1lO0tf4FQy.vXK"
+[[virtual_service]]
+name = "web2"
+listen = "127.0.0.1:81"
+real_server = [{ address = "10.0.0.1:80" }]
+`,
+			want: []string{
+				`lb.toml:6: admin.listen: invalid address "admin.local:9080": host must be an IP address, not a hostname`,
+			},
+		},
+		{
+			name: "admin: a wildcard listen overlaps a later service",
+			input: `[admin]
+listen = ":81"
+user = [{ name = "a", password_hash = "$2a$10$NfeWewPVXxcLNko9c8K9Fu.nT5LoKsTq6V1giBA1lO0tf4FQy.vXK" }]
+[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:81"
+real_server = [{ address = "10.0.0.1:80" }]
+`,
+			want: []string{
+				`lb.toml:2: admin.listen: ":81" (every address) overlaps "127.0.0.1:81" of virtual_service "web" at line 6`,
 			},
 		},
 	}

@@ -17,23 +17,43 @@ import (
 //
 // Supported field types: string, bool, int kinds, float64, time.Duration
 // (a string such as "5s"), []string (a list, or one string), map[string]string,
-// structs (tables) and []*struct (arrays of tables). Others panic: they are
-// programming errors, caught by TestFieldTypes.
+// structs (tables), []*struct (arrays of tables), and types with a form of
+// their own that implement valueDecoder (StatusRanges). Others panic: they
+// are programming errors, caught by TestGoodFiles (good-full.toml sets
+// every key).
 //
 // Before a struct is decoded its setDefaults method, if any, runs, so that
 // an absent key keeps the default and a present one, even zero or false,
-// replaces it. A struct decoded from a table gets the table's line in an int
-// field named Line tagged `toml:"-"`, if it has one.
+// replaces it; after, its lateDefaults method, if any, fills in defaults
+// that depend on other keys. A struct decoded from a table gets the table's
+// line in an int field named Line tagged `toml:"-"`, if it has one.
 type decoder struct {
 	*problems
 	// paths holds the path of each struct decoded from an array of tables,
 	// by pointer, so that validate reports at the right line even when a
 	// non-table element was skipped and indexes no longer match.
 	paths map[any]path
+	// given holds the indexed path of every key present in the file, so
+	// that validate can tell a key set to its default from an absent one.
+	given map[string]bool
 }
 
 // defaulter is implemented by structs whose zero value is not their default.
 type defaulter interface{ setDefaults() }
+
+// lateDefaulter is implemented by structs with a default that depends on
+// another key's value; given reports whether the table held a key.
+type lateDefaulter interface {
+	lateDefaults(given func(key string) bool)
+}
+
+// valueDecoder is implemented by field types with a TOML form of their own.
+// decodeTOML sets the value from raw, or leaves it alone (its default) and
+// calls bad for each thing wrong: elem is the index of the offending array
+// element, or -1 for the value as a whole.
+type valueDecoder interface {
+	decodeTOML(raw any, bad func(elem int, msg string))
+}
 
 // labeler is implemented by elements of arrays of tables that have a name
 // to show in problem messages; label returns it quoted, or "".
@@ -135,7 +155,11 @@ func (d *decoder) structValue(p path, m map[string]any, v reflect.Value) {
 			}
 			continue
 		}
+		d.given[p.with(key).indexed()] = true
 		d.value(p.with(key), raw, fv)
+	}
+	if lv, ok := v.Addr().Interface().(lateDefaulter); ok {
+		lv.lateDefaults(func(key string) bool { _, ok := m[key]; return ok })
 	}
 	// Sorted so that problems on one line come out in a stable order.
 	unknown := make([]string, 0, len(m))
@@ -168,6 +192,16 @@ func tomlKey(f reflect.StructField) string {
 func (d *decoder) value(p path, raw any, v reflect.Value) {
 	if v.Type() == durationType {
 		d.duration(p, raw, v)
+		return
+	}
+	if vd, ok := v.Addr().Interface().(valueDecoder); ok {
+		vd.decodeTOML(raw, func(elem int, msg string) {
+			at := p
+			if elem >= 0 {
+				at = p.elem(elem, nil)
+			}
+			d.add(at, "%s", msg)
+		})
 		return
 	}
 	switch v.Kind() {

@@ -40,6 +40,7 @@ func TestGoodFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	const hash = "$2a$10$NfeWewPVXxcLNko9c8K9Fu.nT5LoKsTq6V1giBA1lO0tf4FQy.vXK"
 	want := &Config{
 		File: "testdata/good-full.toml",
 		Global: Global{
@@ -47,6 +48,17 @@ func TestGoodFull(t *testing.T) {
 			LogFormat: "json",
 			AccessLog: false,
 			Grace:     10 * time.Second,
+		},
+		Admin: Admin{
+			Listen:      "127.0.0.1:9080",
+			TLSCert:     "testdata/test-only-admin.crt",
+			TLSKey:      "testdata/test-only-admin.key",
+			MetricsAuth: false,
+			Users: []*AdminUser{
+				{Name: "admin", PasswordHash: hash, Line: 75},
+				{Name: "ops.viewer-2", PasswordHash: hash, Line: 79},
+			},
+			Line: 69,
 		},
 		VirtualServices: []*VirtualService{
 			{
@@ -64,15 +76,32 @@ func TestGoodFull(t *testing.T) {
 					ClientHeader: 5 * time.Second,
 					Server:       2 * time.Minute,
 				},
+				HealthCheck: HealthCheck{
+					Type:          CheckHTTPS,
+					Method:        "HEAD",
+					Path:          "/health?full=1",
+					Host:          "www.example.com:8443",
+					ExpectStatus:  StatusRanges{{200, 200}, {300, 302}, {400, 499}},
+					ExpectBody:    `^OK\b`,
+					TLSVerify:     true,
+					Port:          8443,
+					Interval:      500 * time.Millisecond,
+					Timeout:       300 * time.Millisecond,
+					Rise:          1,
+					Fall:          5,
+					AgentPort:     9999,
+					SlowStart:     30 * time.Second,
+					ObserveErrors: 10,
+				},
 				RealServers: []*RealServer{
-					{Name: "web1", Address: "10.0.0.1:8080", Weight: 3, MaxConns: 100, Line: 26},
-					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, Line: 32},
+					{Name: "web1", Address: "10.0.0.1:8080", Weight: 3, MaxConns: 100, State: StateMaintenance, Line: 43},
+					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, State: StateDrain, Line: 50},
 				},
 				Line: 10,
 			},
 			{
-				Name:         "db",
-				Listen:       []string{":5432"},
+				Name:         "cache",
+				Listen:       []string{":6379"},
 				Mode:         ModeTCP,
 				Scheduler:    "least_conn",
 				ForwardedFor: true,
@@ -84,11 +113,23 @@ func TestGoodFull(t *testing.T) {
 					ClientHeader: DefaultClientHeader,
 					Server:       time.Hour,
 				},
-				RealServers: []*RealServer{
-					{Name: "db1", Address: "10.0.1.1:5432", Weight: 1, Line: 45},
-					{Name: "db2", Address: "10.0.1.2:5432", Weight: 2, Line: 46},
+				HealthCheck: HealthCheck{
+					Type:         CheckSendExpect,
+					Method:       DefaultCheckMethod,
+					Path:         DefaultCheckPath,
+					ExpectStatus: StatusRanges{{200, 399}},
+					Send:         "PING\r\n",
+					Expect:       `^\+PONG\r\n`,
+					Interval:     DefaultCheckInterval,
+					Timeout:      DefaultCheckTimeout,
+					Rise:         DefaultRise,
+					Fall:         DefaultFall,
 				},
-				Line: 37,
+				RealServers: []*RealServer{
+					{Name: "cache1", Address: "10.0.1.1:6379", Weight: 1, State: StateReady, Line: 65},
+					{Name: "cache2", Address: "10.0.1.2:6379", Weight: 2, State: StateReady, Line: 66},
+				},
+				Line: 56,
 			},
 		},
 	}

@@ -78,9 +78,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	ps := &problems{file: file, lines: locate(data)}
 	c := &Config{File: file}
-	d := &decoder{problems: ps, paths: make(map[any]path)}
+	d := &decoder{problems: ps, paths: make(map[any]path), given: make(map[string]bool)}
 	d.table(nil, raw, c)
-	validate(ps, d.paths, c)
+	validate(d, c)
 	if len(ps.list) > 0 {
 		sort.SliceStable(ps.list, func(i, j int) bool { return ps.list[i].Line < ps.list[j].Line })
 		return nil, Errors(ps.list)

@@ -19,17 +19,19 @@ var (
 	logLevels  = []string{"debug", "info", "warn", "error"}
 	logFormats = []string{"console", "json"}
 	modes      = []string{ModeHTTP, ModeTCP}
+	states     = []string{StateReady, StateDrain, StateMaintenance}
 )
 
 // validName is the form of a virtual service name, which appears in metric
 // labels, log fields and admin API paths.
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
-// validate checks a decoded Config, reporting every problem to ps. paths
-// holds the path of each virtual service and real server (see decoder). It
-// also fills in real server names from their addresses.
-func validate(ps *problems, paths map[any]path, c *Config) {
-	v := &validator{problems: ps, paths: paths, schedulers: balancer.Names()}
+// validate checks a Config decoded by d, reporting every problem to d. It
+// uses the decoder's record of where each virtual service and real server
+// is, and of which keys the file gave. It also fills in real server names
+// from their addresses.
+func validate(d *decoder, c *Config) {
+	v := &validator{decoder: d, schedulers: balancer.Names()}
 	v.global(path{}.with("global"), &c.Global)
 	if len(c.VirtualServices) == 0 {
 		v.add(path{}.with("virtual_service"), "no virtual services; add a [[virtual_service]] table")
@@ -47,13 +49,16 @@ func validate(ps *problems, paths map[any]path, c *Config) {
 		}
 		listens = v.virtualService(p, i, vs, listens)
 	}
+	v.admin(path{}.with("admin"), &c.Admin, listens)
 }
 
 type validator struct {
-	*problems
-	paths      map[any]path
+	*decoder
 	schedulers []string
 }
+
+// inFile reports whether the file set the key (or table) at p.
+func (v *validator) inFile(p path) bool { return v.given[p.indexed()] }
 
 // pathOf returns the decoder's path for a virtual service or real server, or
 // fallback for one the decoder did not see.
@@ -125,6 +130,7 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 		}
 	}
 
+	v.healthCheck(p.with("health_check"), &vs.HealthCheck)
 	v.realServers(p, vs)
 	return listens
 }
@@ -153,6 +159,7 @@ func (v *validator) realServers(p path, vs *VirtualService) {
 		}
 		v.between(p.with("weight"), rs.Weight, 0, MaxWeight)
 		v.between(p.with("max_conns"), rs.MaxConns, 0, -1)
+		v.oneOf(p.with("state"), rs.State, states)
 
 		// Two unnamed servers share a name only if they share an address,
 		// which is reported above.
