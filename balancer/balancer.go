@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"sync/atomic"
 )
 
@@ -25,8 +26,44 @@ type Server struct {
 	maxConns atomic.Int64 // 0 = unlimited
 	active   atomic.Int64 // requests (http) or connections (tcp) in flight
 	down     atomic.Bool  // operational state; false (up) until a health check says otherwise
+	admin    atomic.Int32 // AdminState
+}
 
-	index int // position in its pool's Servers, set by NewPool
+// AdminState is what an operator (or an agent) wants of a server,
+// independent of its health.
+type AdminState int32
+
+const (
+	// Ready servers take traffic when they are up.
+	Ready AdminState = iota
+	// Drain servers take no new clients; clients that persistence ties to
+	// them and established connections carry on.
+	Drain
+	// Maintenance servers take no traffic at all.
+	Maintenance
+)
+
+var adminStateNames = [...]string{Ready: "ready", Drain: "drain", Maintenance: "maintenance"}
+
+func (a AdminState) String() string {
+	if a >= 0 && int(a) < len(adminStateNames) {
+		return adminStateNames[a]
+	}
+	return "AdminState(" + strconv.Itoa(int(a)) + ")"
+}
+
+// ParseAdminState returns the state named s: ready, drain, or maintenance
+// (also "maint", HAProxy's word).
+func ParseAdminState(s string) (AdminState, bool) {
+	switch s {
+	case "ready":
+		return Ready, true
+	case "drain":
+		return Drain, true
+	case "maintenance", "maint":
+		return Maintenance, true
+	}
+	return 0, false
 }
 
 // NewServer returns an up server with the given weight and max_conns
@@ -40,7 +77,7 @@ func NewServer(name, address string, weight, maxConns int) *Server {
 }
 
 // SetWeight changes the server's share; 0 (or less) stops new traffic to it
-// while leaving requests in flight alone, which is how a drain starts. Values
+// while leaving requests in flight alone. Values
 // beyond int32 are clamped. Call Pool.Update afterwards so that the
 // scheduler sees it.
 func (s *Server) SetWeight(w int) {
@@ -57,6 +94,16 @@ func (s *Server) SetMaxConns(n int) { s.maxConns.Store(int64(max(n, 0))) }
 // Pool.Update afterwards so that the scheduler stops (or resumes) counting
 // the server and queued requests with nowhere left to go fail fast.
 func (s *Server) SetDown(down bool) { s.down.Store(down) }
+
+// SetAdminState records the admin state. Call Pool.Update afterwards, as
+// for SetDown.
+func (s *Server) SetAdminState(a AdminState) { s.admin.Store(int32(a)) }
+
+// AdminState returns the admin state.
+func (s *Server) AdminState() AdminState { return AdminState(s.admin.Load()) }
+
+// Down reports whether a health check found the server down.
+func (s *Server) Down() bool { return s.down.Load() }
 
 // tryAcquire claims one slot on the server. It fails only when max_conns is
 // set and already reached; a CAS loop rather than Add-then-undo keeps Active
@@ -93,9 +140,11 @@ func (s *Server) full() bool {
 	return limit > 0 && s.active.Load() >= limit
 }
 
-// Available reports whether the server may take new traffic: it is up and
-// its weight is above zero. It says nothing of free slots.
-func (s *Server) Available() bool { return !s.down.Load() && s.weight.Load() > 0 }
+// Available reports whether the server may take new clients: it is up,
+// ready and its weight is above zero. It says nothing of free slots.
+func (s *Server) Available() bool {
+	return !s.down.Load() && s.admin.Load() == int32(Ready) && s.weight.Load() > 0
+}
 
 // Weight returns the server's current weight.
 func (s *Server) Weight() int { return int(s.weight.Load()) }

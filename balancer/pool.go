@@ -24,9 +24,9 @@ var (
 // Acquire and Release take no lock and do not allocate while nobody is
 // queued; the queue costs a mutex only while it is in use.
 type Pool struct {
-	sched   Scheduler
-	servers []*Server
-	timeout time.Duration
+	sched   atomic.Pointer[schedRef]
+	servers atomic.Pointer[[]*Server]
+	timeout atomic.Int64 // time.Duration
 
 	// queued is the queue length, kept beside the list so that Acquire and
 	// Release can see "nobody waits" with one atomic load. It changes only
@@ -38,6 +38,9 @@ type Pool struct {
 
 	updateMu sync.Mutex // Scheduler.Update must not run concurrently with itself
 }
+
+// schedRef boxes a Scheduler so that it can be swapped atomically.
+type schedRef struct{ Scheduler }
 
 // waiter is one queued Acquire. Waiters are pooled: a request that has to
 // queue should not also pay for a channel and a timer.
@@ -64,19 +67,43 @@ var trieds = sync.Pool{New: func() any { return new(Tried) }}
 // once. Each server must belong to this pool only: releasing its slots wakes
 // this pool's queue and no other.
 func NewPool(s Scheduler, servers []*Server, queueTimeout time.Duration) *Pool {
-	p := &Pool{sched: s, servers: append([]*Server(nil), servers...), timeout: queueTimeout}
-	for i, srv := range p.servers {
-		srv.index = i
-	}
-	s.Update(p.servers)
+	p := &Pool{}
+	list := append([]*Server(nil), servers...)
+	p.servers.Store(&list)
+	p.sched.Store(&schedRef{s})
+	p.timeout.Store(int64(queueTimeout))
+	s.Update(list)
 	return p
 }
 
 // Servers returns the pool's real servers in configuration order (a copy).
-func (p *Pool) Servers() []*Server { return append([]*Server(nil), p.servers...) }
+func (p *Pool) Servers() []*Server { return append([]*Server(nil), *p.servers.Load()...) }
 
 // Scheduler returns the pool's scheduler.
-func (p *Pool) Scheduler() Scheduler { return p.sched }
+func (p *Pool) Scheduler() Scheduler { return p.sched.Load().Scheduler }
+
+// SetServers replaces the pool's servers (the slice is copied), as when a
+// real server is added or removed at run time. Requests in flight on a
+// removed server finish and Release it as usual.
+func (p *Pool) SetServers(servers []*Server) {
+	list := append([]*Server(nil), servers...)
+	p.updateMu.Lock()
+	p.servers.Store(&list)
+	p.updateMu.Unlock()
+	p.Update()
+}
+
+// SetScheduler replaces the pool's scheduler (a reload changed it).
+func (p *Pool) SetScheduler(s Scheduler) {
+	p.updateMu.Lock()
+	s.Update(*p.servers.Load())
+	p.sched.Store(&schedRef{s})
+	p.updateMu.Unlock()
+	p.Update()
+}
+
+// SetQueueTimeout changes the queue timeout for requests queued from now on.
+func (p *Pool) SetQueueTimeout(d time.Duration) { p.timeout.Store(int64(d)) }
 
 // QueueLen returns the number of requests waiting for a slot.
 func (p *Pool) QueueLen() int { return int(p.queued.Load()) }
@@ -87,7 +114,7 @@ func (p *Pool) QueueLen() int { return int(p.queued.Load()) }
 // that can now be served (a server came up or got a higher max_conns) are.
 func (p *Pool) Update() {
 	p.updateMu.Lock()
-	p.sched.Update(p.servers)
+	p.sched.Load().Update(*p.servers.Load())
 	p.updateMu.Unlock()
 	// A waiter that joins after this load pumps for itself, against the
 	// snapshot just stored.
@@ -131,7 +158,7 @@ func (p *Pool) acquire(tried *Tried) (*Server, error) {
 	// New arrivals may skip the queue only when it is empty; otherwise they
 	// could take the slot a release was about to hand to the head.
 	if p.queued.Load() == 0 {
-		if s := p.sched.Pick(tried); s != nil {
+		if s := p.sched.Load().Pick(tried); s != nil {
 			return s, nil
 		}
 	}
@@ -139,7 +166,7 @@ func (p *Pool) acquire(tried *Tried) (*Server, error) {
 		return nil, ErrNoServer
 	}
 	// With no timeout nobody ever queues, so the Pick above was made.
-	if p.timeout <= 0 {
+	if p.timeout.Load() <= 0 {
 		return nil, ErrQueueTimeout
 	}
 	return p.wait(tried)
@@ -148,7 +175,7 @@ func (p *Pool) acquire(tried *Tried) (*Server, error) {
 // hasCandidate reports whether a server could take the request given time,
 // that is whether waiting makes sense: one is up, has weight and is untried.
 func (p *Pool) hasCandidate(tried *Tried) bool {
-	for _, s := range p.servers {
+	for _, s := range *p.servers.Load() {
 		if eligible(s, tried) {
 			return true
 		}
@@ -182,7 +209,7 @@ func (p *Pool) wait(tried *Tried) (*Server, error) {
 	p.mu.Unlock()
 
 	var s *Server
-	w.timer.Reset(p.timeout)
+	w.timer.Reset(time.Duration(p.timeout.Load()))
 	select {
 	case s = <-w.ch:
 		w.timer.Stop() // since Go 1.23 no stale tick can be left in C
@@ -237,7 +264,7 @@ func (p *Pool) Release(s *Server) {
 func (p *Pool) pump() {
 	for w := p.head; w != nil; {
 		next := w.next
-		s := p.sched.Pick(w.tried)
+		s := p.sched.Load().Pick(w.tried)
 		if s == nil {
 			if w.tried.Len() == 0 {
 				return

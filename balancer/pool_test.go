@@ -3,6 +3,7 @@ package balancer
 import (
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -277,6 +278,7 @@ func TestMaxConnsUnderConcurrency(t *testing.T) {
 			ss := []*Server{NewServer("a", "", 1, 2), NewServer("b", "", 2, 3), NewServer("c", "", 3, 5)}
 			p := newPool(t, kind, ss, long)
 			var inUse [3]atomic.Int64
+			index := map[*Server]int{ss[0]: 0, ss[1]: 1, ss[2]: 2}
 			var failures atomic.Int64
 			var wg sync.WaitGroup
 			for range 32 {
@@ -288,10 +290,10 @@ func TestMaxConnsUnderConcurrency(t *testing.T) {
 							t.Errorf("Acquire: %v", err)
 							return
 						}
-						if n := inUse[s.index].Add(1); n > s.MaxConns() || s.Active() > s.MaxConns() {
+						if n := inUse[index[s]].Add(1); n > s.MaxConns() || s.Active() > s.MaxConns() {
 							t.Errorf("%s carries %d (active %d), max_conns %d", s, n, s.Active(), s.MaxConns())
 						}
-						inUse[s.index].Add(-1)
+						inUse[index[s]].Add(-1)
 						p.Release(s)
 					}
 				})
@@ -439,10 +441,87 @@ func TestPoolAccessors(t *testing.T) {
 	if p.Servers()[0] != ss[0] {
 		t.Error("Servers() exposes the pool's slice")
 	}
-	for i, s := range ss {
-		if s.index != i {
-			t.Errorf("%s.index = %d, want %d", s, s.index, i)
+}
+
+// TestPoolChanges covers what a reload or the admin API changes at run time:
+// the servers, the scheduler and the admin state.
+func TestPoolChanges(t *testing.T) {
+	ss := servers(1, 1, 1)
+	p := NewPool(new(RoundRobin), ss[:2], 0)
+	pick := func() string {
+		t.Helper()
+		s, err := p.Acquire(nil)
+		if err != nil {
+			return err.Error()
 		}
+		p.Release(s)
+		return s.Name
+	}
+	seq := func(n int) (out string) {
+		for range n {
+			out += pick()
+		}
+		return out
+	}
+	if got := seq(4); got != "abab" {
+		t.Fatalf("two servers: %s, want abab", got)
+	}
+	p.SetServers(ss)
+	if got := seq(6); strings.Count(got, "c") != 2 {
+		t.Errorf("after adding c: %s, want c twice in 6", got)
+	}
+	p.SetServers(ss[1:])
+	if got := seq(4); strings.Contains(got, "a") {
+		t.Errorf("after removing a: %s", got)
+	}
+	p.SetScheduler(new(LeastConn))
+	if _, ok := p.Scheduler().(*LeastConn); !ok {
+		t.Errorf("Scheduler() = %v after SetScheduler(least_conn)", p.Scheduler())
+	}
+	for _, st := range []AdminState{Drain, Maintenance} {
+		ss[1].SetAdminState(st)
+		p.Update()
+		if got := seq(4); got != "cccc" {
+			t.Errorf("b in %s: %s, want cccc", st, got)
+		}
+	}
+	ss[1].SetAdminState(Ready)
+	ss[2].SetAdminState(Maintenance)
+	p.Update()
+	if got := seq(2); got != "bb" {
+		t.Errorf("b ready, c in maintenance: %s, want bb", got)
+	}
+	ss[1].SetDown(true)
+	p.Update()
+	if got := pick(); got != ErrNoServer.Error() {
+		t.Errorf("b down, c in maintenance: %s, want %v", got, ErrNoServer)
+	}
+}
+
+func TestParseAdminState(t *testing.T) {
+	tests := []struct {
+		in   string
+		want AdminState
+		ok   bool
+	}{
+		{"ready", Ready, true},
+		{"drain", Drain, true},
+		{"maintenance", Maintenance, true},
+		{"maint", Maintenance, true},
+		{"MAINT", 0, false},
+		{"", 0, false},
+		{"offline", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, ok := ParseAdminState(tt.in)
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("ParseAdminState(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+			}
+			if ok && tt.in != "maint" && got.String() != tt.in {
+				t.Errorf("String() = %q, want %q", got.String(), tt.in)
+			}
+		})
 	}
 }
 
