@@ -2,12 +2,9 @@ package proxy
 
 import (
 	"net"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/fulcrumlb/fulcrum/balancer"
 )
 
 const (
@@ -24,25 +21,12 @@ const (
 	staleCheckAfter = time.Second
 )
 
-// realServer is a balancer.Server with its pool of idle connections.
-type realServer struct {
-	*balancer.Server
-	dialer net.Dialer
-
-	mu   sync.Mutex
-	idle []*backendConn // LIFO: the most recently used first, the warmest
-}
-
 // backendConn is one connection to a real server.
 type backendConn struct {
 	rs        *realServer
 	conn      net.Conn
 	in        reader
 	idleSince time.Time
-}
-
-func newRealServer(s *balancer.Server, connectTimeout time.Duration) *realServer {
-	return &realServer{Server: s, dialer: net.Dialer{Timeout: connectTimeout}}
 }
 
 // get returns a pooled connection, or nil when the pool has no live one.
@@ -69,7 +53,10 @@ func (rs *realServer) get(check bool) *backendConn {
 
 // connect opens a TCP connection to the real server (tcp mode uses it as
 // it is; http mode through dial).
-func (rs *realServer) connect() (net.Conn, error) { return rs.dialer.Dial("tcp", rs.Address) }
+func (rs *realServer) connect() (net.Conn, error) {
+	d := net.Dialer{Timeout: rs.svc.config().Timeouts.Connect}
+	return d.Dial("tcp", rs.Address)
+}
 
 // dial opens a new connection for HTTP exchanges.
 func (rs *realServer) dial() (*backendConn, error) {
@@ -92,7 +79,7 @@ func (rs *realServer) put(bc *backendConn, now time.Time) {
 	bc.in.release()
 	bc.idleSince = now
 	rs.mu.Lock()
-	if len(rs.idle) < maxIdlePerServer {
+	if len(rs.idle) < maxIdlePerServer && !rs.retired {
 		rs.idle = append(rs.idle, bc)
 		bc = nil
 	}

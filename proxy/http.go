@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fulcrumlb/fulcrum/balancer"
+	"github.com/fulcrumlb/fulcrum/config"
 )
 
 // expectWait is how long a request with "Expect: 100-continue" waits for the
@@ -40,6 +41,7 @@ const (
 // goroutines.
 type clientConn struct {
 	svc   *Service
+	cfg   *config.VirtualService // the service's configuration, read afresh for each request
 	conn  net.Conn
 	state atomic.Int32
 	// backend is the real-server connection of the exchange in flight, so
@@ -68,6 +70,8 @@ type clientConn struct {
 	tried        balancer.Tried
 	rs           *realServer
 	status       int
+	generated    bool // the proxy answered (fail), not the real server
+	connFailed   bool // the last attempt could not connect (observed already)
 	bytesIn      int64
 	bytesOut     int64
 	errMsg       string
@@ -77,10 +81,12 @@ type clientConn struct {
 	linger       bool // unread client bytes may remain: close gently
 }
 
-func (s *Service) serveHTTP(c net.Conn) {
+func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 	defer s.wg.Done()
-	defer s.releaseSlot()
-	cc := &clientConn{svc: s, conn: c, peerIP: addrIP(c.RemoteAddr())}
+	defer release(slots)
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	cc := &clientConn{svc: s, cfg: s.config(), conn: c, peerIP: addrIP(c.RemoteAddr())}
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		cc.port = strconv.Itoa(ta.Port)
 	}
@@ -179,7 +185,8 @@ func (cc *clientConn) awaitRequest() bool {
 	if cc.svc.isStopping() {
 		return false
 	}
-	cc.in.extendDeadline(time.Now(), cc.svc.cfg.Timeouts.Client)
+	cc.cfg = cc.svc.config()
+	cc.in.extendDeadline(time.Now(), cc.cfg.Timeouts.Client)
 	var err error
 	if cc.in.raw != nil {
 		err = cc.in.waitFill()
@@ -195,11 +202,13 @@ func (cc *clientConn) awaitRequest() bool {
 func (cc *clientConn) exchange() bool {
 	cc.start = time.Now()
 	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
-	cc.rs, cc.status, cc.bytesIn, cc.bytesOut, cc.errMsg, cc.err = nil, 0, 0, 0, "", nil
+	cc.connFailed = false
+	cc.rs, cc.status, cc.generated, cc.bytesIn, cc.bytesOut, cc.errMsg, cc.err = nil, 0, false, 0, 0, "", nil
 	cc.tried = balancer.Tried{}
 	cc.logMethod, cc.logTarget = cc.logMethod[:0], cc.logTarget[:0]
 	keep := cc.serveRequest()
 	cc.logExchange()
+	cc.account()
 	return keep && !cc.svc.isStopping()
 }
 
@@ -246,7 +255,7 @@ func (cc *clientConn) readHead() (int, error) {
 			return n, nil
 		}
 		if !deadline {
-			cc.in.setDeadline(cc.start.Add(cc.svc.cfg.Timeouts.ClientHeader))
+			cc.in.setDeadline(cc.start.Add(cc.cfg.Timeouts.ClientHeader))
 			deadline = true
 		}
 		if err := cc.in.fill(); err != nil {
@@ -286,16 +295,23 @@ func (cc *clientConn) proxyRequest() bool {
 			}
 			return cc.fail(503, "no real server available", err)
 		}
-		keep, err := cc.attempt(s.real[srv])
+		rs := s.realOf(srv)
+		if attempt > 0 {
+			rs.retries.Add(1)
+		}
+		keep, err := cc.attempt(rs)
 		if err == nil {
 			return keep
 		}
 		connErr = err
+		cc.connFailed = true
+		rs.connectErrors.Add(1)
+		rs.observe(true, "connect: "+err.Error())
 		// Debug only: the exchange's own line reports the final failure.
 		s.log.Debug("connect to real server failed",
 			zap.String("real_server", srv.Name), zap.String("address", srv.Address), zap.Error(err))
 		cc.tried.Add(srv)
-		if attempt >= s.cfg.Retries {
+		if attempt >= cc.cfg.Retries {
 			return cc.fail(502, "connect to real server failed", err)
 		}
 	}
@@ -356,7 +372,7 @@ func (cc *clientConn) forward(bc *backendConn, reused bool) (keep, replay bool) 
 			return keep, false
 		}
 	}
-	up := flow{src: &cc.in, dst: w, readTimeout: cc.svc.cfg.Timeouts.Client, writeTimeout: cc.svc.cfg.Timeouts.Server}
+	up := flow{src: &cc.in, dst: w, readTimeout: cc.cfg.Timeouts.Client, writeTimeout: cc.cfg.Timeouts.Server}
 	var err error
 	if req.chunked {
 		err = up.copyChunked(false)
@@ -405,7 +421,7 @@ func (cc *clientConn) awaitContinue(bc *backendConn) (done, keep bool) {
 		bc.close()
 		return true, cc.fail(502, "write to real server failed", err)
 	}
-	bc.in.setDeadline(time.Now().Add(min(expectWait, cc.svc.cfg.Timeouts.Server)))
+	bc.in.setDeadline(time.Now().Add(min(expectWait, cc.cfg.Timeouts.Server)))
 	n, err := readResponseHead(&bc.in)
 	if err != nil {
 		if isTimeout(err) && len(bc.in.buffered()) == 0 {
@@ -464,7 +480,7 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 	if cc.headConsumed {
 		now = time.Now()
 	}
-	bc.in.extendDeadline(now, cc.svc.cfg.Timeouts.Server)
+	bc.in.extendDeadline(now, cc.cfg.Timeouts.Server)
 	var n int
 	for {
 		var err error
@@ -535,7 +551,7 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 	cc.writeResponseHead(keep, dechunk)
 	bc.in.discard(n)
 	cc.responded = true
-	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.svc.cfg.Timeouts.Server, writeTimeout: cc.svc.cfg.Timeouts.Client, now: now}
+	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.cfg.Timeouts.Server, writeTimeout: cc.cfg.Timeouts.Client, now: now}
 	var err error
 	switch framing {
 	case sized:
@@ -595,7 +611,7 @@ func (cc *clientConn) tunnel(bc *backendConn, n int) bool {
 	}
 	cc.conn.SetDeadline(time.Time{})
 	bc.conn.SetDeadline(time.Time{})
-	t := cc.svc.cfg.Timeouts
+	t := cc.cfg.Timeouts
 	up, down := pipe(cc.conn, bc.conn, t.Client, t.Server)
 	cc.bytesIn, cc.bytesOut = up, down
 	bc.close()
@@ -606,7 +622,7 @@ func (cc *clientConn) tunnel(bc *backendConn, n int) bool {
 // hop-by-hop fields removed, X-Forwarded-* added.
 func (cc *clientConn) writeRequestHead(w *writer) {
 	req := &cc.req
-	ff := cc.svc.cfg.ForwardedFor
+	ff := cc.cfg.ForwardedFor
 	w.Write(req.line)
 	w.WriteString("\r\n")
 	for i := range req.headers {
@@ -713,6 +729,7 @@ func forwardedField(name []byte) int {
 // connection may serve another request.
 func (cc *clientConn) fail(status int, reason string, err error) bool {
 	cc.status, cc.errMsg, cc.err = status, reason, err
+	cc.generated = true
 	keep := cc.keep && cc.bodyDone && status >= 500 && !cc.svc.isStopping()
 	if cc.responded {
 		return false
@@ -724,7 +741,7 @@ func (cc *clientConn) fail(status int, reason string, err error) bool {
 		cc.linger = true
 	}
 	cc.out.Write(cannedResponse(status, keep))
-	cc.out.extendDeadline(time.Now(), cc.svc.cfg.Timeouts.Client)
+	cc.out.extendDeadline(time.Now(), cc.cfg.Timeouts.Client)
 	if e := cc.out.flush(); e != nil {
 		return false
 	}
@@ -732,11 +749,45 @@ func (cc *clientConn) fail(status int, reason string, err error) bool {
 	return keep
 }
 
+// account counts the exchange for the status API and metrics, and feeds
+// passive health observation.
+func (cc *clientConn) account() {
+	s := cc.svc
+	if cc.status == 0 && cc.errMsg == "" {
+		return // no request came: the connection just ended
+	}
+	s.requests.Add(1)
+	if cc.errMsg != "" {
+		s.failed.Add(1)
+	}
+	rs := cc.rs
+	if rs == nil {
+		return
+	}
+	rs.requests.Add(1)
+	rs.bytesOut.Add(uint64(cc.bytesIn))
+	rs.bytesIn.Add(uint64(cc.bytesOut))
+	switch {
+	case !cc.generated && cc.status > 0:
+		rs.countResponse(cc.status)
+		if cc.status >= 500 {
+			rs.observe(true, "status "+strconv.Itoa(cc.status))
+		} else {
+			rs.observe(false, "")
+		}
+	case cc.generated && cc.status >= 502 && !cc.connFailed:
+		// 502 or 504 for this real server's answer (its connect
+		// failures were observed as they happened).
+		rs.observe(true, cc.errMsg)
+	}
+}
+
 // logExchange writes the exchange's one log line: an access-log line, or a
 // warning for a failure when the access log is off.
 func (cc *clientConn) logExchange() {
 	s := cc.svc
-	if s.access == nil && cc.errMsg == "" {
+	access := s.access.Load()
+	if access == nil && cc.errMsg == "" {
 		return
 	}
 	rsName := "-"
@@ -762,8 +813,8 @@ func (cc *clientConn) logExchange() {
 			nf++
 		}
 	}
-	if s.access != nil {
-		s.access.Info("request", fields[:nf]...)
+	if access != nil {
+		access.Info("request", fields[:nf]...)
 	} else {
 		s.log.Warn("request failed", fields[:nf]...)
 	}

@@ -7,29 +7,53 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"net/netip"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/fulcrumlb/fulcrum/balancer"
 	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/healthcheck"
 )
 
-// Proxy runs the virtual services of one configuration.
+// Proxy runs the virtual services of a configuration, and applies new
+// configurations (Apply) and runtime changes without stopping.
 type Proxy struct {
-	services []*Service
-	log      *zap.Logger
+	log    *zap.Logger
+	events *eventLog
+
+	mu        sync.Mutex // serialises Start, Apply, Shutdown and runtime changes
+	cfg       *config.Config
+	services  []*Service           // configuration order
+	listeners map[string]*listener // by listenKey
+	started   bool
+	stopped   bool
+	accepting sync.WaitGroup // accept loops
+	draining  sync.WaitGroup // services removed by a reload, finishing their work
+}
+
+// listener is one bound listen address. It belongs to the proxy rather than
+// a service, so that a reload can hand it to another service without
+// closing it.
+type listener struct {
+	addr string // as configured
+	ln   net.Listener
+	svc  atomic.Pointer[Service]
 }
 
 // New builds the services of cfg; nothing listens until Start.
 func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
-	p := &Proxy{log: log}
+	p := &Proxy{log: log, events: newEventLog(), cfg: cfg, listeners: make(map[string]*listener)}
 	for _, vs := range cfg.VirtualServices {
-		s, err := newService(vs, cfg.Global.AccessLog, log)
+		s, err := p.newService(vs, cfg.Global.AccessLog)
 		if err != nil {
-			return nil, fmt.Errorf("virtual service %q: %w", vs.Name, err)
+			return nil, err
 		}
 		p.services = append(p.services, s)
 	}
@@ -37,144 +61,122 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 }
 
 // Services returns the proxy's services in configuration order.
-func (p *Proxy) Services() []*Service { return p.services }
+func (p *Proxy) Services() []*Service {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*Service(nil), p.services...)
+}
 
 // Start binds every listen address, then serves them all. If any address
 // cannot be bound, nothing is left listening.
 func (p *Proxy) Start() error {
-	for _, s := range p.services {
-		if err := s.listen(); err != nil {
-			for _, s := range p.services {
-				s.closeListeners()
-			}
-			return err
-		}
-	}
-	for _, s := range p.services {
-		s.serve()
-	}
-	return nil
-}
-
-// Shutdown stops accepting, lets in-flight requests and connections finish
-// until ctx is done, then closes what is left. Idle keep-alive clients are
-// closed at once.
-func (p *Proxy) Shutdown(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, s := range p.services {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.shutdown(ctx)
-		}()
-	}
-	wg.Wait()
-	return ctx.Err()
-}
-
-// Service is one running virtual service.
-type Service struct {
-	Name string
-	cfg  *config.VirtualService
-	Pool *balancer.Pool
-	real map[*balancer.Server]*realServer
-
-	log    *zap.Logger
-	access *zap.Logger // nil when the access log is off
-
-	listeners []net.Listener
-	slots     chan struct{} // nil when max_conns is 0
-
-	mu       sync.Mutex
-	conns    map[*clientConn]struct{}
-	tcpConns map[net.Conn]struct{}
-	wg       sync.WaitGroup
-	stopCh   chan struct{} // closed, under mu, when shutdown begins
-}
-
-func newService(vs *config.VirtualService, accessLog bool, log *zap.Logger) (*Service, error) {
-	sched, err := balancer.New(vs.Scheduler)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	bound, err := p.bind(p.cfg.VirtualServices)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s := &Service{
-		Name:     vs.Name,
-		cfg:      vs,
-		real:     make(map[*balancer.Server]*realServer, len(vs.RealServers)),
-		log:      log.With(zap.String("service", vs.Name)),
-		conns:    make(map[*clientConn]struct{}),
-		tcpConns: make(map[net.Conn]struct{}),
-		stopCh:   make(chan struct{}),
+	for _, s := range p.services {
+		s.start()
 	}
-	if accessLog {
-		s.access = log.Named("access").With(zap.String("service", vs.Name))
-	}
-	servers := make([]*balancer.Server, 0, len(vs.RealServers))
-	for _, r := range vs.RealServers {
-		b := balancer.NewServer(r.Name, r.Address, r.Weight, r.MaxConns)
-		servers = append(servers, b)
-		s.real[b] = newRealServer(b, vs.Timeouts.Connect)
-	}
-	s.Pool = balancer.NewPool(sched, servers, vs.QueueTimeout)
-	if vs.MaxConns > 0 {
-		s.slots = make(chan struct{}, vs.MaxConns)
-	}
-	return s, nil
-}
-
-// Addrs returns the bound listen addresses (useful with port 0).
-func (s *Service) Addrs() []net.Addr {
-	a := make([]net.Addr, len(s.listeners))
-	for i, l := range s.listeners {
-		a[i] = l.Addr()
-	}
-	return a
-}
-
-func (s *Service) listen() error {
-	for _, addr := range s.cfg.Listen {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			s.closeListeners()
-			return fmt.Errorf("virtual service %q: listen %s: %w", s.Name, addr, err)
-		}
-		s.listeners = append(s.listeners, l)
-	}
+	p.attach(p.services, bound)
+	p.started = true
 	return nil
 }
 
-func (s *Service) closeListeners() {
-	for _, l := range s.listeners {
-		l.Close()
+// bind opens the listen addresses of services that are not open yet; on
+// failure it closes what it opened.
+func (p *Proxy) bind(services []*config.VirtualService) (map[string]*listener, error) {
+	bound := make(map[string]*listener)
+	for _, s := range services {
+		for _, addr := range s.Listen {
+			k := listenKey(addr)
+			if p.listeners[k] != nil || bound[k] != nil {
+				continue
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				for _, l := range bound {
+					l.ln.Close()
+				}
+				return nil, fmt.Errorf("virtual service %q: listen %s: %w", s.Name, addr, err)
+			}
+			bound[k] = &listener{addr: addr, ln: ln}
+		}
+	}
+	return bound, nil
+}
+
+// attach points every listen address of services at its service, starts
+// accept loops on the newly bound listeners and closes listeners no service
+// wants any more. p.mu is held.
+func (p *Proxy) attach(services []*Service, bound map[string]*listener) {
+	want := make(map[string]bool)
+	for _, s := range services {
+		var addrs []net.Addr
+		for _, addr := range s.config().Listen {
+			k := listenKey(addr)
+			want[k] = true
+			l := p.listeners[k]
+			if l == nil {
+				l = bound[k]
+				p.listeners[k] = l
+				l.svc.Store(s)
+				p.accepting.Add(1)
+				go p.acceptLoop(l)
+			} else {
+				l.svc.Store(s)
+			}
+			addrs = append(addrs, l.ln.Addr())
+		}
+		s.mu.Lock()
+		s.addrs = addrs
+		s.mu.Unlock()
+	}
+	for k, l := range p.listeners {
+		if !want[k] {
+			l.ln.Close()
+			delete(p.listeners, k)
+		}
 	}
 }
 
-func (s *Service) serve() {
-	for _, l := range s.listeners {
-		s.wg.Add(1)
-		go s.acceptLoop(l)
+// listenKey identifies a listen address regardless of spelling:
+// "0.0.0.0:80" and "0.0.0.0:080" are one; ":80" is "*:80".
+func listenKey(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
 	}
-	s.wg.Add(1)
-	go s.reapIdle()
-	s.log.Info("virtual service listening",
-		zap.Strings("listen", s.cfg.Listen), zap.String("mode", s.cfg.Mode),
-		zap.String("scheduler", s.cfg.Scheduler), zap.Int("real_servers", len(s.real)))
+	if n, err := strconv.Atoi(port); err == nil {
+		port = strconv.Itoa(n)
+	}
+	if host == "" {
+		return "*:" + port
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	}
+	return net.JoinHostPort(host, port)
 }
 
-func (s *Service) acceptLoop(l net.Listener) {
-	defer s.wg.Done()
+// acceptLoop accepts clients on l for whichever service l points at.
+func (p *Proxy) acceptLoop(l *listener) {
+	defer p.accepting.Done()
 	var delay time.Duration
 	for {
-		if s.slots != nil { // max_conns: leave further clients in the backlog
+		s := l.svc.Load()
+		slots := s.slotChan()
+		if slots != nil { // max_conns: leave further clients in the backlog
 			select {
-			case s.slots <- struct{}{}:
-			case <-s.stopCh:
-				return
+			case slots <- struct{}{}:
+			case <-s.stopCh: // the service went away; the listener follows or moves
+				slots = nil
 			}
 		}
-		c, err := l.Accept()
+		c, err := l.ln.Accept()
 		if err != nil {
-			s.releaseSlot()
+			release(slots)
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -182,30 +184,201 @@ func (s *Service) acceptLoop(l net.Listener) {
 			// rather than spin.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			s.log.Error("accept", zap.Error(err), zap.Duration("retry_in", delay))
-			select {
-			case <-time.After(delay):
-			case <-s.stopCh:
-				return
-			}
+			time.Sleep(delay)
 			continue
 		}
 		delay = 0
-		s.wg.Add(1)
-		if s.cfg.Mode == config.ModeTCP {
-			go s.serveTCP(c)
-		} else {
-			go s.serveHTTP(c)
+		for !s.enter(c, slots) {
+			// The service is stopping: a reload moved the address to
+			// another service (or the process is stopping).
+			release(slots)
+			slots = nil
+			next := l.svc.Load()
+			if next == s {
+				c.Close()
+				break
+			}
+			s = next
 		}
 	}
 }
 
-func (s *Service) releaseSlot() {
-	if s.slots != nil {
-		<-s.slots
+func release(slots chan struct{}) {
+	if slots != nil {
+		<-slots
 	}
 }
 
-// reapIdle closes pooled real-server connections nobody used for a while.
+// Shutdown stops accepting, lets in-flight requests and connections finish
+// until ctx is done, then closes what is left. Idle keep-alive clients are
+// closed at once.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.stopped = true
+	for k, l := range p.listeners {
+		l.ln.Close()
+		delete(p.listeners, k)
+	}
+	services := p.services
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range services {
+		wg.Go(func() { s.shutdown(ctx) })
+	}
+	wg.Wait()
+	p.accepting.Wait()
+	p.draining.Wait()
+	return ctx.Err()
+}
+
+// Service is one running virtual service.
+type Service struct {
+	Name string
+	Pool *balancer.Pool
+
+	cfg    atomic.Pointer[config.VirtualService]
+	reals  atomic.Pointer[realSet]
+	slots  atomic.Pointer[chan struct{}] // nil when max_conns is 0
+	access atomic.Pointer[zap.Logger]    // nil when the access log is off
+	probe  healthcheck.Probe             // nil without an active check; guarded by p.mu
+
+	log    *zap.Logger
+	events *eventLog
+
+	// Counters, read by Status.
+	requests atomic.Uint64
+	failed   atomic.Uint64 // exchanges (connections) that ended in an error
+	active   atomic.Int64  // client connections
+
+	mu       sync.Mutex
+	addrs    []net.Addr
+	conns    map[*clientConn]struct{}
+	tcpConns map[net.Conn]*realServer // client (nil) and real-server connections of tcp mode
+	wg       sync.WaitGroup
+	stopCh   chan struct{} // closed, under mu, when shutdown begins
+}
+
+// realSet is a service's real servers: the current ones in order, and every
+// server a request may still hold (removed ones included) by its balancer
+// entry. It is replaced, never changed.
+type realSet struct {
+	list     []*realServer
+	byServer map[*balancer.Server]*realServer
+}
+
+func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service, error) {
+	sched, err := balancer.New(vs.Scheduler)
+	if err != nil {
+		return nil, fmt.Errorf("virtual service %q: %w", vs.Name, err)
+	}
+	probe, err := newProbe(&vs.HealthCheck)
+	if err != nil {
+		return nil, fmt.Errorf("virtual service %q: health_check: %w", vs.Name, err)
+	}
+	s := &Service{
+		Name:     vs.Name,
+		probe:    probe,
+		log:      p.log.With(zap.String("service", vs.Name)),
+		events:   p.events,
+		conns:    make(map[*clientConn]struct{}),
+		tcpConns: make(map[net.Conn]*realServer),
+		stopCh:   make(chan struct{}),
+	}
+	s.cfg.Store(vs)
+	s.setAccess(accessLog)
+	s.setSlots(vs.MaxConns)
+	set := &realSet{byServer: make(map[*balancer.Server]*realServer, len(vs.RealServers))}
+	servers := make([]*balancer.Server, 0, len(vs.RealServers))
+	for _, rc := range vs.RealServers {
+		rs := newRealServer(s, rc)
+		set.list = append(set.list, rs)
+		set.byServer[rs.Server] = rs
+		servers = append(servers, rs.Server)
+	}
+	s.reals.Store(set)
+	s.Pool = balancer.NewPool(sched, servers, vs.QueueTimeout)
+	return s, nil
+}
+
+// newProbe builds the active check of hc; nil when there is none.
+func newProbe(hc *config.HealthCheck) (healthcheck.Probe, error) {
+	if hc.Type == "" || hc.Type == config.CheckNone {
+		return nil, nil
+	}
+	return healthcheck.New(hc)
+}
+
+func (s *Service) config() *config.VirtualService { return s.cfg.Load() }
+
+// realOf returns the realServer of a server the pool handed out.
+func (s *Service) realOf(srv *balancer.Server) *realServer { return s.reals.Load().byServer[srv] }
+
+func (s *Service) slotChan() chan struct{} {
+	if c := s.slots.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
+
+// setSlots sizes the service's max_conns; clients holding a slot of an
+// earlier size give it back there.
+func (s *Service) setSlots(n int) {
+	if n <= 0 {
+		s.slots.Store(nil)
+		return
+	}
+	c := make(chan struct{}, n)
+	s.slots.Store(&c)
+}
+
+func (s *Service) setAccess(on bool) {
+	if on {
+		s.access.Store(s.log.Named("access"))
+	} else {
+		s.access.Store(nil)
+	}
+}
+
+// Addrs returns the bound listen addresses (useful with port 0).
+func (s *Service) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]net.Addr(nil), s.addrs...)
+}
+
+// start begins health checking and the reaping of idle connections.
+func (s *Service) start() {
+	for _, rs := range s.reals.Load().list {
+		rs.startMonitor(s.probe)
+	}
+	s.wg.Add(1)
+	go s.reapIdle()
+	vs := s.config()
+	s.log.Info("virtual service listening",
+		zap.Strings("listen", vs.Listen), zap.String("mode", vs.Mode),
+		zap.String("scheduler", vs.Scheduler), zap.Int("real_servers", len(vs.RealServers)))
+}
+
+// enter starts serving client c, which holds a slot from slots (nil if
+// none); false if the service is stopping.
+func (s *Service) enter(c net.Conn, slots chan struct{}) bool {
+	s.mu.Lock()
+	if s.isStopping() {
+		s.mu.Unlock()
+		return false
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	if s.config().Mode == config.ModeTCP {
+		go s.serveTCP(c, slots)
+	} else {
+		go s.serveHTTP(c, slots)
+	}
+	return true
+}
+
+// reapIdle closes pooled real-server connections nobody used for a while,
+// and forgets removed real servers nothing holds any more.
 func (s *Service) reapIdle() {
 	defer s.wg.Done()
 	t := time.NewTicker(backendIdleTimeout / 4)
@@ -213,26 +386,56 @@ func (s *Service) reapIdle() {
 	for {
 		select {
 		case <-t.C:
-			cutoff := time.Now().Add(-backendIdleTimeout)
-			for _, rs := range s.real {
+			now := time.Now()
+			cutoff := now.Add(-backendIdleTimeout)
+			set := s.reals.Load()
+			for _, rs := range set.byServer {
 				rs.reap(cutoff)
 			}
+			s.forgetRetired(now.Add(-time.Minute))
 		case <-s.stopCh:
 			return
 		}
 	}
 }
 
+// forgetRetired drops removed real servers retired before cutoff that no
+// request holds.
+func (s *Service) forgetRetired(cutoff time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := s.reals.Load()
+	var drop []*balancer.Server
+	for srv, rs := range set.byServer {
+		rs.state.Lock()
+		old := !rs.retiredAt.IsZero() && rs.retiredAt.Before(cutoff)
+		rs.state.Unlock()
+		if old && srv.Active() == 0 {
+			drop = append(drop, srv)
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	next := &realSet{list: set.list, byServer: maps.Clone(set.byServer)}
+	for _, srv := range drop {
+		delete(next.byServer, srv)
+	}
+	s.reals.Store(next)
+}
+
 func (s *Service) shutdown(ctx context.Context) {
 	s.mu.Lock()
 	if !s.isStopping() { // a second Shutdown only waits
 		close(s.stopCh)
-		s.closeListeners()
 		for cc := range s.conns {
 			cc.stopIfIdle()
 		}
 	}
 	s.mu.Unlock()
+	for _, rs := range s.reals.Load().list {
+		rs.endMonitor()
+	}
 
 	done := make(chan struct{})
 	go func() {
@@ -252,9 +455,27 @@ func (s *Service) shutdown(ctx context.Context) {
 		s.mu.Unlock()
 		<-done
 	}
-	for _, rs := range s.real {
+	for _, rs := range s.reals.Load().byServer {
 		rs.reap(time.Time{})
 	}
+}
+
+// cut closes every connection to rs now: the real server was put in
+// maintenance, which means no traffic at all.
+func (s *Service) cut(rs *realServer) {
+	s.mu.Lock()
+	for cc := range s.conns {
+		if bc := cc.backend.Load(); bc != nil && bc.rs == rs {
+			bc.conn.Close()
+		}
+	}
+	for c, owner := range s.tcpConns {
+		if owner == rs {
+			c.Close()
+		}
+	}
+	s.mu.Unlock()
+	rs.reap(time.Time{})
 }
 
 // isStopping reports whether shutdown has begun.

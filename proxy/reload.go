@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"go.uber.org/zap"
+
+	"github.com/fulcrumlb/fulcrum/balancer"
+	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/healthcheck"
+)
+
+// Apply switches the running proxy to cfg (a reload) without dropping a
+// connection:
+//   - a service whose name and mode are unchanged is updated in place: its
+//     clients, queue and counters carry on, and new settings apply from each
+//     client's next request;
+//   - real servers whose name and address are unchanged keep their health,
+//     admin state, counters and pooled connections; a weight, max_conns or
+//     state the file changed replaces what the API set;
+//   - listen addresses that stay are not re-bound, even when they move to
+//     another service; new ones are bound before anything changes, so a
+//     failure leaves the old configuration running;
+//   - removed services stop accepting and drain, for up to global.grace.
+//
+// Real servers added at run time (AddRealServer) and not in cfg are removed:
+// after a reload the file is the truth.
+func (p *Proxy) Apply(cfg *config.Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return errors.New("reload: the proxy is stopping")
+	}
+	old := make(map[string]*Service, len(p.services))
+	for _, s := range p.services {
+		old[s.Name] = s
+	}
+	var next, fresh []*Service
+	updates := make(map[*Service]*config.VirtualService)
+	for _, vs := range cfg.VirtualServices {
+		if s := old[vs.Name]; s != nil && s.config().Mode == vs.Mode {
+			delete(old, vs.Name)
+			updates[s] = vs
+			next = append(next, s)
+			continue
+		}
+		s, err := p.newService(vs, cfg.Global.AccessLog)
+		if err != nil {
+			return err
+		}
+		next = append(next, s)
+		fresh = append(fresh, s)
+	}
+	// Probes and schedulers of updated services are built before anything
+	// changes, so that their errors too leave the old configuration.
+	changes := make(map[*Service]*serviceChange, len(updates))
+	for s, vs := range updates {
+		c, err := s.prepare(vs)
+		if err != nil {
+			return err
+		}
+		changes[s] = c
+	}
+	// Listeners: bind the new addresses.
+	bound, err := p.bind(cfg.VirtualServices)
+	if err != nil {
+		return err
+	}
+
+	// Commit.
+	for s, c := range changes {
+		s.update(c, cfg.Global.AccessLog)
+	}
+	for _, s := range fresh {
+		if p.started {
+			s.start()
+		}
+	}
+	if p.started {
+		p.attach(next, bound)
+	}
+	for _, s := range old {
+		s.log.Info("virtual service removed by reload; draining", zap.Duration("grace", cfg.Global.Grace))
+		p.draining.Add(1)
+		go func() {
+			defer p.draining.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Global.Grace)
+			defer cancel()
+			s.shutdown(ctx)
+		}()
+	}
+	p.services = next
+	p.cfg = cfg
+	p.events.add(EventReload, "", "", fmt.Sprintf("configuration reloaded from %s: %d virtual services (%d new, %d removed)",
+		cfg.File, len(next), len(fresh), len(old)))
+	return nil
+}
+
+// serviceChange is a reload's new settings for a service, prepared (and
+// checked) before anything changes.
+type serviceChange struct {
+	vs          *config.VirtualService
+	sched       balancer.Scheduler // nil when unchanged
+	probe       healthcheck.Probe  // valid when checkChange
+	checkChange bool
+}
+
+func (s *Service) prepare(vs *config.VirtualService) (*serviceChange, error) {
+	old := s.config()
+	c := &serviceChange{vs: vs}
+	if vs.Scheduler != old.Scheduler {
+		sched, err := balancer.New(vs.Scheduler)
+		if err != nil {
+			return nil, fmt.Errorf("virtual service %q: %w", vs.Name, err)
+		}
+		c.sched = sched
+	}
+	if !reflect.DeepEqual(vs.HealthCheck, old.HealthCheck) {
+		probe, err := newProbe(&vs.HealthCheck)
+		if err != nil {
+			return nil, fmt.Errorf("virtual service %q: health_check: %w", vs.Name, err)
+		}
+		c.probe, c.checkChange = probe, true
+	}
+	return c, nil
+}
+
+// update applies a prepared change. The caller holds the proxy's lock.
+func (s *Service) update(c *serviceChange, accessLog bool) {
+	old := s.config()
+	vs := c.vs
+	s.cfg.Store(vs)
+	s.setAccess(accessLog)
+	if vs.MaxConns != old.MaxConns {
+		s.setSlots(vs.MaxConns)
+	}
+	s.Pool.SetQueueTimeout(vs.QueueTimeout)
+	if c.sched != nil {
+		s.Pool.SetScheduler(c.sched)
+	}
+	if c.checkChange {
+		s.probe = c.probe
+	}
+
+	cur := make(map[string]*realServer)
+	for _, rs := range s.reals.Load().list {
+		cur[rs.Name] = rs
+	}
+	var list, added []*realServer
+	for _, rc := range vs.RealServers {
+		rs := cur[rc.Name]
+		if rs != nil && rs.Address == rc.Address {
+			delete(cur, rc.Name)
+			rs.reconfigure(rc)
+			if c.checkChange {
+				rs.endMonitor()
+				rs.startMonitor(s.probe)
+			}
+		} else {
+			rs = newRealServer(s, rc)
+			added = append(added, rs)
+		}
+		list = append(list, rs)
+	}
+	var removed []*realServer
+	for _, rs := range s.reals.Load().list {
+		if cur[rs.Name] == rs {
+			removed = append(removed, rs)
+		}
+	}
+	s.setReals(list, removed)
+	for _, rs := range added {
+		rs.startMonitor(s.probe)
+	}
+}

@@ -1,0 +1,115 @@
+package proxy
+
+import (
+	"errors"
+	"time"
+)
+
+// Errors of the runtime API (Proxy.SetState and friends). Callers map them
+// to statuses: ErrNotFound to 404, ErrInvalid to 400.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrInvalid  = errors.New("invalid")
+)
+
+// Colors summarise a virtual service or real server at a glance, as
+// appliances do.
+const (
+	ColorGreen  = "green"  // every real server up and ready
+	ColorYellow = "yellow" // some real servers down
+	ColorRed    = "red"    // no real server available
+	ColorBlue   = "blue"   // a real server deliberately offline (drain or maintenance)
+)
+
+// Status is a snapshot of every virtual service, in configuration order.
+type Status struct {
+	Services []ServiceStatus `json:"services"`
+}
+
+// ServiceStatus is a snapshot of one virtual service.
+type ServiceStatus struct {
+	Name      string   `json:"name"`
+	Mode      string   `json:"mode"`
+	Scheduler string   `json:"scheduler"`
+	Listen    []string `json:"listen"`
+	Color     string   `json:"color"`
+	// ActiveConns is the client connections open now.
+	ActiveConns int64 `json:"active_connections"`
+	// Queue is the requests waiting for a real server slot.
+	Queue int `json:"queue"`
+	// Requests counts HTTP requests (tcp mode: connections) received.
+	Requests uint64 `json:"requests"`
+	// Errors counts requests the proxy itself failed (4xx/5xx it generated).
+	Errors      uint64             `json:"errors"`
+	RealServers []RealServerStatus `json:"real_servers"`
+}
+
+// RealServerStatus is a snapshot of one real server.
+type RealServerStatus struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Color   string `json:"color"`
+	// Health is the operational state: up or down.
+	Health string `json:"health"`
+	// State is the admin state: ready, drain or maintenance.
+	State string `json:"state"`
+	// Weight is the configured weight (as last set by the file or the API);
+	// EffectiveWeight is what the scheduler uses after an agent's percentage
+	// and slow start.
+	Weight          int   `json:"weight"`
+	EffectiveWeight int   `json:"effective_weight"`
+	MaxConns        int64 `json:"max_conns"`
+	// Active is the requests (http) or connections (tcp) in flight.
+	Active int64 `json:"active"`
+	// Requests counts requests (tcp: connections) sent to the server.
+	Requests uint64 `json:"requests"`
+	// Responses counts responses by status class.
+	Responses     ResponseClasses `json:"responses"`
+	BytesIn       uint64          `json:"bytes_in"`  // from the real server
+	BytesOut      uint64          `json:"bytes_out"` // to the real server
+	ConnectErrors uint64          `json:"connect_errors"`
+	Retries       uint64          `json:"retries"`
+	Check         CheckStatus     `json:"check"`
+}
+
+// ResponseClasses counts responses by status class.
+type ResponseClasses struct {
+	C1xx uint64 `json:"1xx"`
+	C2xx uint64 `json:"2xx"`
+	C3xx uint64 `json:"3xx"`
+	C4xx uint64 `json:"4xx"`
+	C5xx uint64 `json:"5xx"`
+}
+
+// CheckStatus is the last health check of a real server.
+type CheckStatus struct {
+	// Type is the check type (tcp, http, https, send_expect, none).
+	Type string `json:"type"`
+	// OK, Detail and Latency describe the last check; Time is zero before
+	// the first one.
+	OK      bool          `json:"ok"`
+	Detail  string        `json:"detail"`
+	Latency time.Duration `json:"latency_ns"`
+	Time    time.Time     `json:"time"`
+	// Agent is the last agent reply ("" if there is no agent check or it
+	// has not answered).
+	Agent string `json:"agent,omitempty"`
+}
+
+// Event kinds.
+const (
+	EventHealth = "health" // a real server went up or down
+	EventAgent  = "agent"  // an agent reply changed state, weight or max_conns
+	EventAdmin  = "admin"  // an admin changed a state or weight, added or removed a server
+	EventReload = "reload" // the configuration was reloaded, or a reload was refused
+)
+
+// Event is one entry of the recent events shown by the web UI.
+type Event struct {
+	ID         uint64    `json:"id"`
+	Time       time.Time `json:"time"`
+	Kind       string    `json:"kind"`
+	Service    string    `json:"service,omitempty"`
+	RealServer string    `json:"real_server,omitempty"`
+	Message    string    `json:"message"`
+}
