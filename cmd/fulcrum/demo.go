@@ -53,7 +53,7 @@ Press Ctrl-C to stop.
 
 `, vs.Name, vs.Listen[0], len(vs.RealServers), demoNames(vs), vs.Listen[0], vs.Listen[0])
 	}
-	return serve(cfg, stderr, ready)
+	return serve(cfg, "", stderr, ready)
 }
 
 func demoNames(vs *config.VirtualService) string {

@@ -10,12 +10,14 @@ import (
 	"github.com/fulcrumlb/fulcrum/config"
 )
 
-// newLogger builds the process logger from the [global] settings.
-func newLogger(g config.Global, w io.Writer) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(g.LogLevel)
+// newLogger builds the process logger from the [global] settings. Its level
+// can be changed later (a reload) through the returned AtomicLevel.
+func newLogger(g config.Global, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
+	l, err := zapcore.ParseLevel(g.LogLevel)
 	if err != nil {
-		return nil, fmt.Errorf("global.log_level: %w", err)
+		return nil, zap.AtomicLevel{}, fmt.Errorf("global.log_level: %w", err)
 	}
+	level := zap.NewAtomicLevelAt(l)
 	ec := zap.NewProductionEncoderConfig()
 	ec.TimeKey = "time"
 	ec.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -29,5 +31,5 @@ func newLogger(g config.Global, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewConsoleEncoder(ec)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
-	return zap.New(core, zap.ErrorOutput(zapcore.AddSync(w))), nil
+	return zap.New(core, zap.ErrorOutput(zapcore.AddSync(w))), level, nil
 }

@@ -16,6 +16,9 @@ Usage:
   fulcrum run -c PATH     run with a configuration file
   fulcrum check -c PATH   validate a configuration file and report every problem
   fulcrum demo            run the embedded demo: three real servers behind 127.0.0.1:8080
+  fulcrum ctl COMMAND     talk to a running fulcrum's admin API: status, events,
+                          drain|maint|ready VS/RS, weight VS/RS N, add, remove, reload
+  fulcrum hash-password   print a bcrypt hash for [[admin.user]] password_hash
   fulcrum version         print the version
 
 Run "fulcrum COMMAND -h" for a command's flags.
@@ -37,6 +40,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(rest, stdout, stderr)
+	case "ctl":
+		return cmdCtl(rest, os.Stdin, stdout, stderr)
+	case "hash-password":
+		return cmdHashPassword(rest, os.Stdin, stdout, stderr)
 	case "version":
 		return cmdVersion(rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
