@@ -80,6 +80,8 @@ type config struct {
 	// global is the body of [global]; if empty, defaultGlobal.
 	global   string
 	services []service
+	// extra is appended as it is (an [admin] table, say).
+	extra string
 }
 
 // defaultGlobal logs JSON, so that tests can parse the log lines.
@@ -95,7 +97,11 @@ type service struct {
 	listen   []string // VIP:port addresses
 	opts     string   // further key = value lines of the table
 	timeouts string   // lines of [virtual_service.timeouts], if any
-	real     []real
+	// health holds the lines of [virtual_service.health_check]. If empty,
+	// type = "none": most tests count the connections real servers accept,
+	// which health checks would disturb.
+	health string
+	real   []real
 }
 
 // real is one [[virtual_service.real_server]].
@@ -130,11 +136,18 @@ func (c config) String() string {
 			b.WriteString("\n[virtual_service.timeouts]\n")
 			b.WriteString(s.timeouts)
 		}
+		b.WriteString("\n[virtual_service.health_check]\n")
+		if s.health == "" {
+			b.WriteString("type = \"none\"\n")
+		} else {
+			b.WriteString(s.health)
+		}
 		for _, r := range s.real {
 			fmt.Fprintf(&b, "\n[[virtual_service.real_server]]\nname = %q\naddress = %q\n", r.name, r.address)
 			b.WriteString(r.opts)
 		}
 	}
+	b.WriteString(c.extra)
 	return b.String()
 }
 
@@ -169,6 +182,7 @@ func freeAddrOn(t testing.TB, ip string) string {
 
 type fulcrum struct {
 	t      testing.TB
+	path   string // configuration file (startFulcrum)
 	cmd    *exec.Cmd
 	stdout *syncBuffer
 	stderr *syncBuffer
@@ -185,8 +199,17 @@ func startFulcrum(t testing.TB, cfg config) *fulcrum {
 		t.Fatal(err)
 	}
 	f := startProcess(t, "run", "-c", path)
+	f.path = path
 	f.waitListening(cfg.listens()...)
 	return f
+}
+
+// rewrite replaces the process's configuration file (for a reload).
+func (f *fulcrum) rewrite(cfg config) {
+	f.t.Helper()
+	if err := os.WriteFile(f.path, []byte(cfg.String()), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 // startProcess runs the fulcrum binary with args; it is stopped (SIGTERM,
