@@ -49,9 +49,12 @@ Fulcrum demo: virtual service %q on http://%s balancing %d demo real servers (%s
 Try:
   curl http://%s/        (a few times: the real server's name changes, round robin)
   open http://%s/ in a browser
+  open http://%s/ for the web UI (user admin, password demo): take a real
+    server offline and watch curl skip it
+  FULCRUM_PASSWORD=demo fulcrum ctl -url http://%s status
 Press Ctrl-C to stop.
 
-`, vs.Name, vs.Listen[0], len(vs.RealServers), demoNames(vs), vs.Listen[0], vs.Listen[0])
+`, vs.Name, vs.Listen[0], len(vs.RealServers), demoNames(vs), vs.Listen[0], vs.Listen[0], cfg.Admin.Listen, cfg.Admin.Listen)
 	}
 	return serve(cfg, "", stderr, ready)
 }
