@@ -323,3 +323,53 @@ func TestAgentCheck(t *testing.T) {
 		t.Errorf("agent gone: %v, want a 10, b 20 (its last 50%%)", got)
 	}
 }
+
+// TestPassiveObservation: with observe_errors, a real server answering 5xx
+// to live traffic is taken down after that many errors in a row, although
+// its active check passes, and the active check brings it back.
+func TestPassiveObservation(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	var checks atomic.Int64
+	a := newHTTPBackend(t, "a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			checks.Add(1)
+			io.WriteString(w, "OK")
+			return
+		}
+		if failing.Load() {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "a")
+	}))
+	b := newHTTPBackend(t, "b", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b") }))
+	vip := freeAddr(t)
+	f := startFulcrum(t, config{services: []service{{
+		listen: []string{vip},
+		health: "type = \"http\"\npath = \"/health\"\ninterval = \"300ms\"\nrise = 2\nobserve_errors = 3\n",
+		real:   []real{a.real(""), b.real("")},
+	}}})
+	// Round robin: a answers 500 to every other request until it is down.
+	got := tally(t, vip, 20)
+	down := f.waitLog(time.Second, "a down", func(e logEntry) bool {
+		return e.str("msg") == "real server is down" && e.str("real_server") == "a"
+	})
+	if got["500"] != 3 || got["b"] != 17 {
+		t.Errorf("answers = %v; want exactly 3 errors from a, then b only", got)
+	}
+	if d := down.str("detail"); !strings.Contains(d, "3 consecutive errors") || !strings.Contains(d, "500") {
+		t.Errorf("down detail = %q", d)
+	}
+	failing.Store(false)
+	n := checks.Load()
+	f.waitLog(5*time.Second, "a up", func(e logEntry) bool {
+		return e.str("msg") == "real server is up" && e.str("real_server") == "a"
+	})
+	if c := checks.Load() - n; c < 2 {
+		t.Errorf("a came back after %d checks, want rise (2)", c)
+	}
+	if got := tally(t, vip, 10); got["a"] != 5 || got["b"] != 5 {
+		t.Errorf("after recovery: %v", got)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/healthcheck"
 )
 
 // namedBackend answers every request with its name as the body.
@@ -271,5 +272,39 @@ func TestApply(t *testing.T) {
 	}
 	if names := p.Status().Services; len(names) != 1 || names[0].Name != "www" {
 		t.Errorf("services after rename: %+v", names)
+	}
+}
+
+// TestSlowStart: a real server that comes up ramps its weight from near zero
+// to its full weight over slow_start.
+func TestSlowStart(t *testing.T) {
+	a := namedBackend(t, "a")
+	web := testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: a, Weight: 100})
+	web.HealthCheck.SlowStart = 500 * time.Millisecond
+	p := startProxy(t, testConfig(web))
+	rs := p.Services()[0].reals.Load().list[0]
+	rep := &reporter{rs: rs}
+	rep.HealthChanged(false, healthcheck.Result{Detail: "test"})
+	if !rs.Server.Down() || rs.Server.Available() {
+		t.Fatal("not down")
+	}
+	start := time.Now()
+	rep.HealthChanged(true, healthcheck.Result{Detail: "test"})
+	if w := rs.Server.Weight(); w < 1 || w > 30 {
+		t.Errorf("weight just after coming up = %d, want a small share of 100", w)
+	}
+	seen := map[int]bool{}
+	waitFor(t, func() bool {
+		seen[rs.Server.Weight()] = true
+		return rs.Server.Weight() == 100
+	})
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("full weight after %s, want about slow_start (500ms)", took)
+	}
+	if len(seen) < 3 {
+		t.Errorf("weights seen during the ramp: %v, want steps", seen)
+	}
+	if ev := p.Events(0); len(ev) != 2 || ev[0].Message != "down: test" || ev[1].Message != "up: test" {
+		t.Errorf("events = %+v", ev)
 	}
 }
