@@ -109,21 +109,25 @@ func (rs *realServer) applyLocked() {
 		maxConns = rs.agentMax
 	}
 	rs.Server.SetMaxConns(maxConns)
-	rs.Server.SetAdminState(max(rs.operator, rs.agentState))
+	admin := max(rs.operator, rs.agentState)
+	entering := admin == balancer.Maintenance && rs.Server.AdminState() != balancer.Maintenance
+	rs.Server.SetAdminState(admin)
 	rs.svc.Pool.Update()
+	if entering {
+		// Maintenance means no traffic at all, whoever asked for it (the
+		// API, an agent, the file): close the server's connections, where
+		// a drain lets them finish. Not under rs.state: cut takes the
+		// service's lock.
+		go rs.svc.cut(rs)
+	}
 }
 
-// setOperator sets the admin state an operator asked for. Maintenance
-// means no traffic at all: connections to the server are closed, where a
-// drain lets them finish.
+// setOperator sets the admin state an operator asked for.
 func (rs *realServer) setOperator(a balancer.AdminState) {
 	rs.state.Lock()
 	rs.operator = a
 	rs.applyLocked()
 	rs.state.Unlock()
-	if a == balancer.Maintenance {
-		rs.svc.cut(rs)
-	}
 }
 
 // setWeight sets the configured weight (the API's "weight" call).
