@@ -104,8 +104,14 @@ type VirtualService struct {
 	// fails at once.
 	QueueTimeout time.Duration `toml:"queue_timeout"`
 
+	// HashHeader names the request header the header_hash scheduler
+	// hashes ("X-User"): a field name (RFC 9110 §5.1). Required for that
+	// scheduler and reported with any other.
+	HashHeader string `toml:"hash_header"`
+
 	Timeouts    Timeouts      `toml:"timeouts"`
 	HealthCheck HealthCheck   `toml:"health_check"`
+	Persistence Persistence   `toml:"persistence"`
 	RealServers []*RealServer `toml:"real_server"`
 
 	// Line is the line of the service's [[virtual_service]] header (zero
@@ -229,6 +235,55 @@ type HealthCheck struct {
 	ObserveErrors int `toml:"observe_errors"`
 }
 
+// Persistence methods.
+const (
+	PersistNone      = "none"       // every request (connection) is scheduled
+	PersistSourceIP  = "source_ip"  // the client's address (or subnet) sticks, http and tcp
+	PersistCookie    = "cookie"     // an inserted, signed cookie names the real server (http)
+	PersistAppCookie = "app_cookie" // the application's own session cookie is learned (http)
+	PersistRDPCookie = "rdp_cookie" // the RDP routing token or mstshash user (tcp)
+	PersistHeader    = "header"     // a request header's value sticks (http)
+)
+
+// Persistence ties a client to the real server it reached before. A key
+// that the method does not use is reported rather than ignored.
+type Persistence struct {
+	// Method is none, source_ip (http and tcp), cookie, app_cookie, header
+	// (http) or rdp_cookie (tcp). If absent, none.
+	Method string `toml:"method"`
+	// Timeout is the idle expiry of a stick-table entry (source_ip,
+	// app_cookie, rdp_cookie, header); must be > 0. If absent, 30m. Method
+	// cookie keeps no table: the cookie itself names the real server.
+	Timeout time.Duration `toml:"timeout"`
+	// CookieName is the inserted cookie's name (cookie; if absent,
+	// "FULCRUM") or the application's session cookie to learn (app_cookie;
+	// required, e.g. "JSESSIONID"). A token (RFC 6265 §4.1.1).
+	CookieName string `toml:"cookie_name"`
+	// CookieSecret signs inserted cookies (cookie); if given, at least
+	// MinCookieSecret bytes. If absent, a random secret is made at start:
+	// cookies then do not survive a restart and differ between the members
+	// of an HA pair, so set it in production.
+	CookieSecret string `toml:"cookie_secret"`
+	// SourceMask is the IPv4 prefix length that sticks together (source_ip),
+	// 1 to 32; 24 makes a whole /24 stick to one real server. If absent, 32.
+	SourceMask int `toml:"source_mask"`
+	// SourceMask6 is the same for IPv6, 1 to 128. If absent, 64 (one
+	// client's network, which privacy addresses rotate within).
+	SourceMask6 int `toml:"source_mask6"`
+	// Header is the request header whose value sticks (header): a field
+	// name (RFC 9110 §5.1). Required for it.
+	Header string `toml:"header"`
+	// MaxEntries bounds the stick table (source_ip, app_cookie, rdp_cookie,
+	// header), 1 to MaxStickEntries; beyond it the least recently used entries
+	// are evicted. If absent, 1000000.
+	MaxEntries int `toml:"max_entries"`
+	// InspectDelay bounds the wait for a tcp client's first bytes when they
+	// are inspected (rdp_cookie persistence and the rdp_cookie scheduler,
+	// the only users of this key), MinInspectDelay to MaxInspectDelay;
+	// after it the connection is scheduled without them. If absent, 5s.
+	InspectDelay time.Duration `toml:"inspect_delay"`
+}
+
 // StatusRange is an inclusive range of HTTP status codes.
 type StatusRange struct{ Lo, Hi int }
 
@@ -276,6 +331,14 @@ const (
 	DefaultCheckTimeout  = 1 * time.Second
 	DefaultRise          = 2
 	DefaultFall          = 3
+
+	DefaultPersistMethod  = PersistNone
+	DefaultPersistTimeout = 30 * time.Minute
+	DefaultCookieName     = "FULCRUM" // method cookie only: app_cookie has no default
+	DefaultSourceMask     = 32
+	DefaultSourceMask6    = 64
+	DefaultMaxEntries     = 1000000
+	DefaultInspectDelay   = 5 * time.Second
 )
 
 // Limits.
@@ -293,6 +356,19 @@ const (
 	// MaxRiseFall bounds HealthCheck.Rise and Fall; more would take a
 	// server minutes to change state at any sensible interval.
 	MaxRiseFall = 100
+	// MaxStickEntries bounds Persistence.MaxEntries: at the stick table's
+	// budget of up to 200 bytes an entry, 100 million entries may take
+	// 20 GiB; a bigger number is a typo.
+	MaxStickEntries = 100000000
+	// MinCookieSecret is the shortest Persistence.CookieSecret: 128 bits,
+	// out of reach of a brute-force search for the HMAC key.
+	MinCookieSecret = 16
+	// MinInspectDelay and MaxInspectDelay bound Persistence.InspectDelay.
+	// A real RDP client sends its Connection Request at once, so a shorter
+	// wait would only cut off clients on slow links, and a longer one
+	// only holds a connection slot for a client that sends nothing.
+	MinInspectDelay = 100 * time.Millisecond
+	MaxInspectDelay = 60 * time.Second
 )
 
 func (g *Global) setDefaults() {
@@ -323,6 +399,24 @@ func (r *RealServer) setDefaults() {
 }
 
 func (a *Admin) setDefaults() { a.MetricsAuth = true }
+
+func (p *Persistence) setDefaults() {
+	p.Method = DefaultPersistMethod
+	p.Timeout = DefaultPersistTimeout
+	p.SourceMask = DefaultSourceMask
+	p.SourceMask6 = DefaultSourceMask6
+	p.MaxEntries = DefaultMaxEntries
+	p.InspectDelay = DefaultInspectDelay
+}
+
+// lateDefaults names the inserted cookie. Only method cookie has a default
+// name: app_cookie must be told which of the application's cookies to
+// learn, and a guess would silently learn nothing.
+func (p *Persistence) lateDefaults(given func(key string) bool) {
+	if p.Method == PersistCookie && !given("cookie_name") {
+		p.CookieName = DefaultCookieName
+	}
+}
 
 func (h *HealthCheck) setDefaults() {
 	h.Type = DefaultCheckType

@@ -19,12 +19,7 @@ func dump(c *Config) string {
 // TestParse feeds raw configuration text, as an operator would write it, and
 // checks either the decoded Config or every problem reported, verbatim.
 func TestParse(t *testing.T) {
-	tests := []struct {
-		name  string
-		input string
-		check func(t *testing.T, c *Config) // for valid input
-		want  []string                      // problems, for invalid input
-	}{
+	tests := []parseTest{
 		{
 			name: "minimal: defaults everywhere",
 			input: `[[virtual_service]]
@@ -53,6 +48,10 @@ address = "10.0.0.1:80"
 						HealthCheck: HealthCheck{
 							Type: "tcp", Method: "GET", Path: "/", ExpectStatus: StatusRanges{{200, 399}},
 							Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3,
+						},
+						Persistence: Persistence{
+							Method: "none", Timeout: 30 * time.Minute, SourceMask: 32, SourceMask6: 64,
+							MaxEntries: 1000000, InspectDelay: 5 * time.Second,
 						},
 						RealServers: []*RealServer{{Name: "10.0.0.1:80", Address: "10.0.0.1:80", Weight: 1, State: "ready", Line: 4}},
 						Line:        1,
@@ -541,6 +540,21 @@ real_server = [{ address = "10.0.0.1:80" }]
 			},
 		},
 	}
+	runParseTests(t, tests)
+}
+
+// parseTest is a configuration text and what Parse makes of it.
+type parseTest struct {
+	name  string
+	input string
+	check func(t *testing.T, c *Config) // for valid input; nil checks only that it is valid
+	want  []string                      // problems, for invalid input
+}
+
+// runParseTests parses each test's input as lb.toml and checks either the
+// Config or every problem reported, verbatim and in order.
+func runParseTests(t *testing.T, tests []parseTest) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := Parse("lb.toml", []byte(tt.input))
@@ -548,7 +562,9 @@ real_server = [{ address = "10.0.0.1:80" }]
 				if err != nil {
 					t.Fatalf("unexpected problems:\n%v", err)
 				}
-				tt.check(t, c)
+				if tt.check != nil {
+					tt.check(t, c)
+				}
 				return
 			}
 			if err == nil {

@@ -35,12 +35,35 @@ func TestGoodFiles(t *testing.T) {
 	}
 }
 
+// TestExamples keeps the shipped example configurations valid.
+func TestExamples(t *testing.T) {
+	files, err := filepath.Glob("../examples/*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			if _, err := Load(file); err != nil {
+				t.Errorf("Load: %v", err)
+			}
+		})
+	}
+}
+
 func TestGoodFull(t *testing.T) {
 	c, err := Load("testdata/good-full.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	const hash = "$2a$10$NfeWewPVXxcLNko9c8K9Fu.nT5LoKsTq6V1giBA1lO0tf4FQy.vXK"
+	defaultTimeouts := Timeouts{
+		Connect: DefaultConnect, Client: DefaultClient, ClientHeader: DefaultClientHeader, Server: DefaultServer,
+	}
+	defaultHealthCheck := HealthCheck{
+		Type: DefaultCheckType, Method: DefaultCheckMethod, Path: DefaultCheckPath,
+		ExpectStatus: StatusRanges{{200, 399}}, Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout,
+		Rise: DefaultRise, Fall: DefaultFall,
+	}
 	want := &Config{
 		File: "testdata/good-full.toml",
 		Global: Global{
@@ -55,10 +78,10 @@ func TestGoodFull(t *testing.T) {
 			TLSKey:      "testdata/test-only-admin.key",
 			MetricsAuth: false,
 			Users: []*AdminUser{
-				{Name: "admin", PasswordHash: hash, Line: 75},
-				{Name: "ops.viewer-2", PasswordHash: hash, Line: 79},
+				{Name: "admin", PasswordHash: hash, Line: 97},
+				{Name: "ops.viewer-2", PasswordHash: hash, Line: 101},
 			},
-			Line: 69,
+			Line: 91,
 		},
 		VirtualServices: []*VirtualService{
 			{
@@ -93,9 +116,19 @@ func TestGoodFull(t *testing.T) {
 					SlowStart:     30 * time.Second,
 					ObserveErrors: 10,
 				},
+				Persistence: Persistence{
+					Method:       PersistCookie,
+					Timeout:      DefaultPersistTimeout,
+					CookieName:   "LB_web",
+					CookieSecret: "0123456789abcdef0123456789abcdef",
+					SourceMask:   DefaultSourceMask,
+					SourceMask6:  DefaultSourceMask6,
+					MaxEntries:   DefaultMaxEntries,
+					InspectDelay: DefaultInspectDelay,
+				},
 				RealServers: []*RealServer{
-					{Name: "web1", Address: "10.0.0.1:8080", Weight: 3, MaxConns: 100, State: StateMaintenance, Line: 43},
-					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, State: StateDrain, Line: 50},
+					{Name: "web1", Address: "10.0.0.1:8080", Weight: 3, MaxConns: 100, State: StateMaintenance, Line: 48},
+					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, State: StateDrain, Line: 55},
 				},
 				Line: 10,
 			},
@@ -125,11 +158,67 @@ func TestGoodFull(t *testing.T) {
 					Rise:         DefaultRise,
 					Fall:         DefaultFall,
 				},
-				RealServers: []*RealServer{
-					{Name: "cache1", Address: "10.0.1.1:6379", Weight: 1, State: StateReady, Line: 65},
-					{Name: "cache2", Address: "10.0.1.2:6379", Weight: 2, State: StateReady, Line: 66},
+				Persistence: Persistence{
+					Method:       PersistSourceIP,
+					Timeout:      time.Hour,
+					SourceMask:   24,
+					SourceMask6:  48,
+					MaxEntries:   50000,
+					InspectDelay: DefaultInspectDelay,
 				},
-				Line: 56,
+				RealServers: []*RealServer{
+					{Name: "cache1", Address: "10.0.1.1:6379", Weight: 1, State: StateReady, Line: 71},
+					{Name: "cache2", Address: "10.0.1.2:6379", Weight: 2, State: StateReady, Line: 72},
+				},
+				Line: 61,
+			},
+			{
+				Name:         "api",
+				Listen:       []string{"127.0.0.1:8080"},
+				Mode:         ModeHTTP,
+				Scheduler:    "header_hash",
+				HashHeader:   "X-Tenant",
+				ForwardedFor: true,
+				Retries:      DefaultRetries,
+				QueueTimeout: DefaultQueueTimeout,
+				Timeouts:     defaultTimeouts,
+				HealthCheck:  defaultHealthCheck,
+				Persistence: Persistence{
+					Method:       PersistHeader,
+					Timeout:      5 * time.Minute,
+					SourceMask:   DefaultSourceMask,
+					SourceMask6:  DefaultSourceMask6,
+					Header:       "X-Session",
+					MaxEntries:   2000,
+					InspectDelay: DefaultInspectDelay,
+				},
+				RealServers: []*RealServer{
+					{Name: "10.0.2.1:80", Address: "10.0.2.1:80", Weight: 1, State: StateReady, Line: 81},
+				},
+				Line: 75,
+			},
+			{
+				Name:         "rdp",
+				Listen:       []string{":3389"},
+				Mode:         ModeTCP,
+				Scheduler:    "rdp_cookie",
+				ForwardedFor: true,
+				Retries:      DefaultRetries,
+				QueueTimeout: DefaultQueueTimeout,
+				Timeouts:     defaultTimeouts,
+				HealthCheck:  defaultHealthCheck,
+				Persistence: Persistence{
+					Method:       PersistRDPCookie,
+					Timeout:      8 * time.Hour,
+					SourceMask:   DefaultSourceMask,
+					SourceMask6:  DefaultSourceMask6,
+					MaxEntries:   DefaultMaxEntries,
+					InspectDelay: 2 * time.Second,
+				},
+				RealServers: []*RealServer{
+					{Name: "10.0.3.1:3389", Address: "10.0.3.1:3389", Weight: 1, State: StateReady, Line: 89},
+				},
+				Line: 83,
 			},
 		},
 	}

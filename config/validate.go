@@ -110,6 +110,8 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 			msg = fmt.Sprintf("unknown scheduler %q (did you mean %q?)", vs.Scheduler, s)
 		}
 		v.add(p.with("scheduler"), "%s", msg)
+	} else {
+		v.scheduler(p, vs)
 	}
 	v.between(p.with("retries"), vs.Retries, 0, MaxRetries)
 	v.between(p.with("max_conns"), vs.MaxConns, 0, -1)
@@ -131,6 +133,7 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 	}
 
 	v.healthCheck(p.with("health_check"), &vs.HealthCheck)
+	v.persistence(p.with("persistence"), vs)
 	v.realServers(p, vs)
 	return listens
 }
