@@ -146,6 +146,14 @@ func (s *Server) Available() bool {
 	return !s.down.Load() && s.admin.Load() == int32(Ready) && s.weight.Load() > 0
 }
 
+// Reachable reports whether a persistent client may still be sent to the
+// server: it is up and not in maintenance. Unlike Available it holds in drain
+// and at weight 0, which stop new clients only (HAProxy's semantics: a
+// persistent client "is not a new client"). It says nothing of free slots.
+func (s *Server) Reachable() bool {
+	return !s.down.Load() && s.admin.Load() != int32(Maintenance)
+}
+
 // Weight returns the server's current weight.
 func (s *Server) Weight() int { return int(s.weight.Load()) }
 
@@ -172,6 +180,22 @@ type Scheduler interface {
 	// concurrently and must not allocate or lock.
 	Pick(tried *Tried) *Server
 	fmt.Stringer
+}
+
+// KeyScheduler is a Scheduler that can also pick by a key the proxy derives
+// from the request (a hash of the client address, the URI, a header, the RDP
+// user: see HashBytes), so that equal keys reach the same server while it
+// can take them. Pool.AcquireKey uses PickKey; Pool.Acquire, for requests
+// without a key, uses Pick.
+type KeyScheduler interface {
+	Scheduler
+	// PickKey is Pick for a request with the given key: the server the
+	// key maps to if it is Available, untried and has a free slot, else
+	// another chosen deterministically from the key, so that a key's
+	// failover server is stable too. Like Pick it claims a slot, returns
+	// nil only when no server has a free slot (or after a bounded number
+	// of lost races), and must not allocate or lock.
+	PickKey(key uint64, tried *Tried) *Server
 }
 
 // Tried is the set of servers a request has already tried (failed connects),

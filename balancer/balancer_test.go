@@ -180,23 +180,31 @@ func TestReleaseWithoutAcquirePanics(t *testing.T) {
 }
 
 func TestRegistry(t *testing.T) {
-	want := []string{"least_conn", "round_robin", "weighted_least_conn", "weighted_round_robin"}
+	want := []string{"first", "header_hash", "least_conn", "random_two", "rdp_cookie", "round_robin",
+		"source_hash", "uri_hash", "weighted_least_conn", "weighted_round_robin"}
 	if got := Names(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Names() = %q, want %q", got, want)
 	}
 	tests := []struct {
 		name    string
 		keyword string
+		keyed   bool // a KeyScheduler
 		wantErr string
 	}{
 		{name: "round_robin", keyword: "round_robin"},
 		{name: "weighted_round_robin", keyword: "weighted_round_robin"},
 		{name: "least_conn", keyword: "least_conn"},
 		{name: "weighted_least_conn", keyword: "weighted_least_conn"},
+		{name: "source_hash", keyword: "source_hash", keyed: true},
+		{name: "uri_hash", keyword: "uri_hash", keyed: true},
+		{name: "header_hash", keyword: "header_hash", keyed: true},
+		{name: "rdp_cookie", keyword: "rdp_cookie", keyed: true},
+		{name: "random_two", keyword: "random_two"},
+		{name: "first", keyword: "first"},
 		{name: "unknown", keyword: "random",
-			wantErr: `unknown scheduler "random" (known: [least_conn round_robin weighted_least_conn weighted_round_robin])`},
+			wantErr: `unknown scheduler "random" (known: [first header_hash least_conn random_two rdp_cookie round_robin source_hash uri_hash weighted_least_conn weighted_round_robin])`},
 		{name: "case matters", keyword: "Round_Robin",
-			wantErr: `unknown scheduler "Round_Robin" (known: [least_conn round_robin weighted_least_conn weighted_round_robin])`},
+			wantErr: `unknown scheduler "Round_Robin" (known: [first header_hash least_conn random_two rdp_cookie round_robin source_hash uri_hash weighted_least_conn weighted_round_robin])`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,6 +220,9 @@ func TestRegistry(t *testing.T) {
 			}
 			if s.String() != tt.keyword {
 				t.Errorf("String() = %q, want %q", s.String(), tt.keyword)
+			}
+			if _, ok := s.(KeyScheduler); ok != tt.keyed {
+				t.Errorf("is a KeyScheduler: %v, want %v", ok, tt.keyed)
 			}
 			if s2, _ := New(tt.keyword); s2 == s {
 				t.Error("New returned a shared scheduler; each pool needs its own")

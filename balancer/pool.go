@@ -7,10 +7,12 @@ import (
 	"time"
 )
 
-// Errors returned by Pool.Acquire. The proxy maps them to a status: 503 for
-// both, or 502 when ErrNoServer follows failed connects (every server tried).
+// Errors returned by Pool.Acquire, AcquireKey and AcquireServer. The proxy
+// maps them to a status: 503 for both, or 502 when ErrNoServer follows failed
+// connects (every server tried).
 var (
-	// ErrNoServer means no real server is up, has weight and is untried.
+	// ErrNoServer means no real server is up, has weight and is untried
+	// (for AcquireServer: the server is down or in maintenance).
 	ErrNoServer = errors.New("no real server available")
 	// ErrQueueTimeout means servers are up but every one stayed at its
 	// max_conns for the whole queue timeout.
@@ -21,8 +23,9 @@ var (
 // requests waiting, in arrival order, for a server slot when every candidate
 // is at max_conns (HAProxy's backend queue). It is safe for concurrent use.
 //
-// Acquire and Release take no lock and do not allocate while nobody is
-// queued; the queue costs a mutex only while it is in use.
+// Acquire, AcquireKey, AcquireServer and Release take no lock and do not
+// allocate while nobody is queued; the queue costs a mutex only while it is in
+// use.
 type Pool struct {
 	sched   atomic.Pointer[schedRef]
 	servers atomic.Pointer[[]*Server]
@@ -33,19 +36,42 @@ type Pool struct {
 	// under mu.
 	queued atomic.Int64
 
-	mu         sync.Mutex // guards head, tail and every queued waiter's links
+	mu         sync.Mutex // guards head, tail, targeted and every queued waiter's links
 	head, tail *waiter
+	targeted   int // queued AcquireServer waiters
 
 	updateMu sync.Mutex // Scheduler.Update must not run concurrently with itself
 }
 
-// schedRef boxes a Scheduler so that it can be swapped atomically.
-type schedRef struct{ Scheduler }
+// schedRef boxes a Scheduler so that it can be swapped atomically, with the
+// KeyScheduler it may also be found once, not on every pick.
+type schedRef struct {
+	Scheduler
+	keyed KeyScheduler // the same scheduler if it picks by key, else nil
+}
 
-// waiter is one queued Acquire. Waiters are pooled: a request that has to
-// queue should not also pay for a channel and a timer.
+func newSchedRef(s Scheduler) *schedRef {
+	k, _ := s.(KeyScheduler)
+	return &schedRef{Scheduler: s, keyed: k}
+}
+
+// pick is PickKey for a keyed request when the scheduler can use the key,
+// else Pick.
+func (r *schedRef) pick(tried *Tried, key uint64, keyed bool) *Server {
+	if keyed && r.keyed != nil {
+		return r.keyed.PickKey(key, tried)
+	}
+	return r.Pick(tried)
+}
+
+// waiter is one queued Acquire, AcquireKey or AcquireServer. Waiters are
+// pooled: a request that has to queue should not also pay for a channel and a
+// timer.
 type waiter struct {
 	tried      *Tried       // owned by the waiting Acquire; read by pumps
+	key        uint64       // for AcquireKey
+	keyed      bool         // key is set: pumps use PickKey
+	target     *Server      // for AcquireServer: the only server it takes
 	ch         chan *Server // capacity 1: the handed server, or nil for ErrNoServer
 	timer      *time.Timer
 	prev, next *waiter
@@ -70,7 +96,7 @@ func NewPool(s Scheduler, servers []*Server, queueTimeout time.Duration) *Pool {
 	p := &Pool{}
 	list := append([]*Server(nil), servers...)
 	p.servers.Store(&list)
-	p.sched.Store(&schedRef{s})
+	p.sched.Store(newSchedRef(s))
 	p.timeout.Store(int64(queueTimeout))
 	s.Update(list)
 	return p
@@ -97,7 +123,7 @@ func (p *Pool) SetServers(servers []*Server) {
 func (p *Pool) SetScheduler(s Scheduler) {
 	p.updateMu.Lock()
 	s.Update(*p.servers.Load())
-	p.sched.Store(&schedRef{s})
+	p.sched.Store(newSchedRef(s))
 	p.updateMu.Unlock()
 	p.Update()
 }
@@ -110,8 +136,10 @@ func (p *Pool) QueueLen() int { return int(p.queued.Load()) }
 
 // Update tells the scheduler that servers' weights, max_conns or states
 // changed (after Server.SetWeight, SetMaxConns, SetDown). Queued requests
-// that no longer have any server to wait for fail with ErrNoServer, and those
-// that can now be served (a server came up or got a higher max_conns) are.
+// that no longer have any server to wait for fail with ErrNoServer (for
+// AcquireServer: their server went down, into maintenance or out of the
+// pool), and those that can now be served (a server came up or got a higher
+// max_conns) are.
 func (p *Pool) Update() {
 	p.updateMu.Lock()
 	p.sched.Load().Update(*p.servers.Load())
@@ -125,7 +153,7 @@ func (p *Pool) Update() {
 	defer p.mu.Unlock()
 	for w := p.head; w != nil; {
 		next := w.next
-		if !p.hasCandidate(w.tried) {
+		if !p.canWait(w) {
 			p.remove(w)
 			w.ch <- nil
 		}
@@ -138,9 +166,18 @@ func (p *Pool) Update() {
 // returns it; the caller must Release it when the request or connection is
 // done. When every candidate is at max_conns it waits in the queue up to the
 // queue timeout. It fails with ErrNoServer or ErrQueueTimeout.
-func (p *Pool) Acquire(tried *Tried) (*Server, error) {
+func (p *Pool) Acquire(tried *Tried) (*Server, error) { return p.acquireCopy(tried, 0, false) }
+
+// AcquireKey is Acquire for a request with a key (see KeyScheduler): a
+// KeyScheduler picks by the key, also for the request once queued; other
+// schedulers ignore it. The caller must Release the server.
+func (p *Pool) AcquireKey(tried *Tried, key uint64) (*Server, error) {
+	return p.acquireCopy(tried, key, true)
+}
+
+func (p *Pool) acquireCopy(tried *Tried, key uint64, keyed bool) (*Server, error) {
 	if tried.Len() == 0 {
-		return p.acquire(nil)
+		return p.acquire(nil, key, keyed)
 	}
 	// Scheduler.Pick is an interface call, so the compiler assumes its
 	// pointer argument escapes; handing it the caller's *Tried would move
@@ -148,17 +185,17 @@ func (p *Pool) Acquire(tried *Tried) (*Server, error) {
 	// nil for first attempts, and a pooled copy on retries.
 	t := trieds.Get().(*Tried)
 	*t = *tried
-	s, err := p.acquire(t)
+	s, err := p.acquire(t, key, keyed)
 	*t = Tried{}
 	trieds.Put(t)
 	return s, err
 }
 
-func (p *Pool) acquire(tried *Tried) (*Server, error) {
+func (p *Pool) acquire(tried *Tried, key uint64, keyed bool) (*Server, error) {
 	// New arrivals may skip the queue only when it is empty; otherwise they
 	// could take the slot a release was about to hand to the head.
 	if p.queued.Load() == 0 {
-		if s := p.sched.Load().Pick(tried); s != nil {
+		if s := p.sched.Load().pick(tried, key, keyed); s != nil {
 			return s, nil
 		}
 	}
@@ -169,7 +206,50 @@ func (p *Pool) acquire(tried *Tried) (*Server, error) {
 	if p.timeout.Load() <= 0 {
 		return nil, ErrQueueTimeout
 	}
-	return p.wait(tried)
+	return p.wait(tried, key, keyed, nil)
+}
+
+// AcquireServer claims a slot on s itself, bypassing the scheduler, for a
+// client that persistence ties to s; the caller must Release it. s must be
+// one of the pool's servers. Drain and weight 0 do not stop it (see
+// Server.Reachable). When s is at max_conns the request waits in the pool's
+// queue, in arrival order with the others, up to the queue timeout
+// (ErrQueueTimeout). It fails with ErrNoServer if s is down or in
+// maintenance, or goes down, into maintenance or out of the pool while the
+// request waits (as Pool.Update reports it).
+func (p *Pool) AcquireServer(s *Server) error {
+	if !s.Reachable() {
+		return ErrNoServer
+	}
+	if p.queued.Load() == 0 && s.tryAcquire() {
+		return nil
+	}
+	if !p.hasServer(s) {
+		return ErrNoServer
+	}
+	if p.timeout.Load() <= 0 {
+		return ErrQueueTimeout
+	}
+	_, err := p.wait(nil, 0, false, s)
+	return err
+}
+
+// canWait reports whether a queued request may still be served given time.
+func (p *Pool) canWait(w *waiter) bool {
+	if w.target != nil {
+		return w.target.Reachable() && p.hasServer(w.target)
+	}
+	return p.hasCandidate(w.tried)
+}
+
+// hasServer reports whether s is one of the pool's servers.
+func (p *Pool) hasServer(s *Server) bool {
+	for _, x := range *p.servers.Load() {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // hasCandidate reports whether a server could take the request given time,
@@ -188,12 +268,13 @@ func (p *Pool) hasCandidate(tried *Tried) bool {
 // join. It is on the queueing path only.
 var testHookJoin func()
 
-// wait queues the request and waits for a pump to hand it a server.
-func (p *Pool) wait(tried *Tried) (*Server, error) {
+// wait queues the request and waits for a pump to hand it a server; see
+// waiter for the arguments.
+func (p *Pool) wait(tried *Tried, key uint64, keyed bool, target *Server) (*Server, error) {
 	w := waiters.Get().(*waiter)
-	w.tried = tried
+	w.tried, w.key, w.keyed, w.target = tried, key, keyed, target
 	defer func() {
-		w.tried = nil
+		w.tried, w.key, w.keyed, w.target = nil, 0, false, nil
 		waiters.Put(w)
 	}()
 
@@ -257,19 +338,35 @@ func (p *Pool) Release(s *Server) {
 }
 
 // pump hands free slots to queued requests in arrival order. A waiter that
-// cannot use any free slot (it already tried those servers) is passed over
-// rather than blocking the queue; a waiter with nothing tried failing to Pick
-// means every server is full for everyone, so the walk stops there, which
-// keeps the common case O(1). Callers hold mu.
+// cannot use any free slot (it already tried those servers, or waits for one
+// server that is full) is passed over rather than blocking the queue. A
+// waiter with nothing tried failing to pick means every Available server is
+// full for everyone, so the walk stops there, which keeps the common case
+// O(1); only AcquireServer waiters behind it can still be served (their
+// server may be draining, so not Available, and have a slot), so while there
+// are any the walk goes on for them alone. Callers hold mu.
 func (p *Pool) pump() {
+	ref := p.sched.Load()
+	full := false // every Available server is full
 	for w := p.head; w != nil; {
 		next := w.next
-		s := p.sched.Load().Pick(w.tried)
-		if s == nil {
-			if w.tried.Len() == 0 {
-				return
+		var s *Server
+		switch {
+		case w.target != nil:
+			// Not while unreachable: Update will fail the waiter.
+			if w.target.Reachable() && w.target.tryAcquire() {
+				s = w.target
 			}
-		} else {
+		case !full:
+			s = ref.pick(w.tried, w.key, w.keyed)
+			if s == nil && w.tried.Len() == 0 {
+				if p.targeted == 0 {
+					return
+				}
+				full = true
+			}
+		}
+		if s != nil {
 			p.remove(w)
 			w.ch <- s // never blocks: capacity 1 and one send per queueing
 		}
@@ -287,6 +384,9 @@ func (p *Pool) push(w *waiter) {
 	}
 	p.tail = w
 	w.queued = true
+	if w.target != nil {
+		p.targeted++
+	}
 	p.queued.Add(1)
 }
 
@@ -304,5 +404,8 @@ func (p *Pool) remove(w *waiter) {
 	}
 	w.prev, w.next = nil, nil
 	w.queued = false
+	if w.target != nil {
+		p.targeted--
+	}
 	p.queued.Add(-1)
 }

@@ -526,31 +526,63 @@ func TestParseAdminState(t *testing.T) {
 }
 
 // TestHotPathDoesNotAllocate guards the claim the benchmarks show, in the
-// form callers use: a Tried on the stack, first attempt and retry.
+// form callers use: a Tried on the stack, first attempt and retry, with and
+// without a key, and a persistent client's AcquireServer.
 func TestHotPathDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector makes sync.Pool drop items at random")
 	}
-	for _, kind := range Names() {
-		t.Run(kind, func(t *testing.T) {
-			ss := servers(3, 2, 1, 1)
-			p := newPool(t, kind, ss, long)
-			allocs := testing.AllocsPerRun(1000, func() {
-				var tried Tried
-				s, err := p.Acquire(&tried)
-				if err != nil {
-					t.Fatal(err)
-				}
-				p.Release(s)
-				tried.Add(s)
-				if s, err = p.Acquire(&tried); err != nil {
-					t.Fatal(err)
-				}
-				p.Release(s)
-			})
-			if allocs != 0 {
-				t.Errorf("%v allocs per Acquire/Release pair, want 0", allocs)
-			}
-		})
+	// Direct calls, not through a func value, which would make the
+	// compiler move tried to the heap.
+	tests := []struct {
+		name  string
+		keyed bool
+	}{
+		{name: "Acquire"},
+		{name: "AcquireKey", keyed: true},
 	}
+	for _, kind := range Names() {
+		for _, tt := range tests {
+			t.Run(kind+"/"+tt.name, func(t *testing.T) {
+				ss := servers(3, 2, 1, 1)
+				p := newPool(t, kind, ss, long)
+				key := uint64(0)
+				allocs := testing.AllocsPerRun(1000, func() {
+					key += 0x9e3779b97f4a7c15
+					var tried Tried
+					var s *Server
+					var err error
+					for range 2 { // first attempt, retry
+						if tt.keyed {
+							s, err = p.AcquireKey(&tried, key)
+						} else {
+							s, err = p.Acquire(&tried)
+						}
+						if err != nil {
+							t.Fatal(err)
+						}
+						p.Release(s)
+						tried.Add(s)
+					}
+				})
+				if allocs != 0 {
+					t.Errorf("%v allocs per %s/Release pair, want 0", allocs, tt.name)
+				}
+			})
+		}
+	}
+	t.Run("AcquireServer", func(t *testing.T) {
+		ss := servers(1, 1)
+		ss[1].SetMaxConns(100)
+		p := newPool(t, "round_robin", ss, long)
+		allocs := testing.AllocsPerRun(1000, func() {
+			if err := p.AcquireServer(ss[1]); err != nil {
+				t.Fatal(err)
+			}
+			p.Release(ss[1])
+		})
+		if allocs != 0 {
+			t.Errorf("%v allocs per AcquireServer/Release pair, want 0", allocs)
+		}
+	})
 }
