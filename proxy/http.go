@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -52,8 +53,9 @@ type clientConn struct {
 	out   writer // to the client
 	toSrv writer // to the real server of the current exchange
 
-	peerIP string // the client's IP, for X-Forwarded-For and logs
-	port   string // the VIP's port, for X-Forwarded-Port
+	peerIP string     // the client's IP, for X-Forwarded-For and logs
+	peer   netip.Addr // the same, for persistence and hashing
+	port   string     // the VIP's port, for X-Forwarded-Port
 
 	req  request
 	resp response
@@ -70,8 +72,11 @@ type clientConn struct {
 	tried        balancer.Tried
 	rs           *realServer
 	status       int
-	generated    bool // the proxy answered (fail), not the real server
-	connFailed   bool // the last attempt could not connect (observed already)
+	generated    bool        // the proxy answered (fail), not the real server
+	connFailed   bool        // the last attempt could not connect (observed already)
+	persisted    bool        // persistence chose the real server
+	cookieRS     *realServer // the server the request's persistence cookie names
+	setCookie    string      // the persistence cookie token to insert in the response
 	bytesIn      int64
 	bytesOut     int64
 	errMsg       string
@@ -86,7 +91,7 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 	defer release(slots)
 	s.active.Add(1)
 	defer s.active.Add(-1)
-	cc := &clientConn{svc: s, cfg: s.config(), conn: c, peerIP: addrIP(c.RemoteAddr())}
+	cc := &clientConn{svc: s, cfg: s.config(), conn: c, peerIP: addrIP(c.RemoteAddr()), peer: addrOf(c.RemoteAddr())}
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		cc.port = strconv.Itoa(ta.Port)
 	}
@@ -202,7 +207,7 @@ func (cc *clientConn) awaitRequest() bool {
 func (cc *clientConn) exchange() bool {
 	cc.start = time.Now()
 	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
-	cc.connFailed = false
+	cc.connFailed, cc.persisted, cc.cookieRS, cc.setCookie = false, false, nil, ""
 	cc.rs, cc.status, cc.generated, cc.bytesIn, cc.bytesOut, cc.errMsg, cc.err = nil, 0, false, 0, 0, "", nil
 	cc.tried = balancer.Tried{}
 	cc.logMethod, cc.logTarget = cc.logMethod[:0], cc.logTarget[:0]
@@ -285,7 +290,7 @@ func (cc *clientConn) proxyRequest() bool {
 	s := cc.svc
 	var connErr error
 	for attempt := 0; ; attempt++ {
-		srv, err := s.Pool.Acquire(&cc.tried)
+		srv, err := cc.pick()
 		if err != nil {
 			if connErr != nil {
 				return cc.fail(502, "no real server could be reached", connErr)
@@ -336,6 +341,7 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 			}
 		}
 		cc.backend.Store(bc)
+		cc.remember(rs)
 		keep, replay := cc.forward(bc, reused)
 		if !replay {
 			return keep, nil
@@ -526,6 +532,7 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 	}
 	cc.consumeHead()
 	cc.status = resp.status
+	cc.learn(bc.rs)
 	now = time.Now() // the response may have been long in coming
 
 	// Framing of the response body (RFC 9112 §6.3).
@@ -688,6 +695,7 @@ func (cc *clientConn) writeResponseHead(keep, dechunk bool) {
 	case cc.req.minor == 0:
 		w.WriteString("Connection: keep-alive\r\n")
 	}
+	cc.writeSetCookie(w)
 	w.WriteString("\r\n")
 }
 

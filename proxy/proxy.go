@@ -236,11 +236,12 @@ type Service struct {
 	Name string
 	Pool *balancer.Pool
 
-	cfg    atomic.Pointer[config.VirtualService]
-	reals  atomic.Pointer[realSet]
-	slots  atomic.Pointer[chan struct{}] // nil when max_conns is 0
-	access atomic.Pointer[zap.Logger]    // nil when the access log is off
-	probe  healthcheck.Probe             // nil without an active check; guarded by p.mu
+	cfg     atomic.Pointer[config.VirtualService]
+	reals   atomic.Pointer[realSet]
+	persist atomic.Pointer[persister]     // nil without persistence or a hashing scheduler
+	slots   atomic.Pointer[chan struct{}] // nil when max_conns is 0
+	access  atomic.Pointer[zap.Logger]    // nil when the access log is off
+	probe   healthcheck.Probe             // nil without an active check; guarded by p.mu
 
 	log    *zap.Logger
 	events *eventLog
@@ -264,6 +265,35 @@ type Service struct {
 type realSet struct {
 	list     []*realServer
 	byServer map[*balancer.Server]*realServer
+	// Lookups for persistence, over list only.
+	byName map[string]*realServer
+	byAddr map[netip.AddrPort]*realServer // RDP routing tokens
+	tokens *tokens                        // cookie persistence, else nil
+}
+
+// newRealSet indexes list; byServer starts with the entries of keep (servers
+// requests may still hold).
+func (s *Service) newRealSet(list []*realServer, keep map[*balancer.Server]*realServer) *realSet {
+	set := &realSet{
+		list:     list,
+		byServer: make(map[*balancer.Server]*realServer, len(keep)+len(list)),
+		byName:   make(map[string]*realServer, len(list)),
+		byAddr:   make(map[netip.AddrPort]*realServer, len(list)),
+	}
+	for srv, rs := range keep {
+		set.byServer[srv] = rs
+	}
+	for _, rs := range list {
+		set.byServer[rs.Server] = rs
+		set.byName[rs.Name] = rs
+		if ap, err := netip.ParseAddrPort(rs.Address); err == nil {
+			set.byAddr[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = rs
+		}
+	}
+	if p := s.persist.Load(); p != nil && p.signer != nil {
+		set.tokens = newTokens(p.signer, s.Name, list)
+	}
+	return set
 }
 
 func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service, error) {
@@ -287,15 +317,15 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 	s.cfg.Store(vs)
 	s.setAccess(accessLog)
 	s.setSlots(vs.MaxConns)
-	set := &realSet{byServer: make(map[*balancer.Server]*realServer, len(vs.RealServers))}
+	s.persist.Store(newPersister(vs, nil))
+	var list []*realServer
 	servers := make([]*balancer.Server, 0, len(vs.RealServers))
 	for _, rc := range vs.RealServers {
 		rs := newRealServer(s, rc)
-		set.list = append(set.list, rs)
-		set.byServer[rs.Server] = rs
+		list = append(list, rs)
 		servers = append(servers, rs.Server)
 	}
-	s.reals.Store(set)
+	s.reals.Store(s.newRealSet(list, nil))
 	s.Pool = balancer.NewPool(sched, servers, vs.QueueTimeout)
 	return s, nil
 }
@@ -392,6 +422,7 @@ func (s *Service) reapIdle() {
 			for _, rs := range set.byServer {
 				rs.reap(cutoff)
 			}
+			s.persist.Load().sweep(now)
 			s.forgetRetired(now.Add(-time.Minute))
 		case <-s.stopCh:
 			return
@@ -417,11 +448,12 @@ func (s *Service) forgetRetired(cutoff time.Time) {
 	if len(drop) == 0 {
 		return
 	}
-	next := &realSet{list: set.list, byServer: maps.Clone(set.byServer)}
+	next := *set
+	next.byServer = maps.Clone(set.byServer)
 	for _, srv := range drop {
 		delete(next.byServer, srv)
 	}
-	s.reals.Store(next)
+	s.reals.Store(&next)
 }
 
 func (s *Service) shutdown(ctx context.Context) {

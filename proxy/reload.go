@@ -133,6 +133,7 @@ func (s *Service) update(c *serviceChange, accessLog bool) {
 	old := s.config()
 	vs := c.vs
 	s.cfg.Store(vs)
+	s.persist.Store(newPersister(vs, s.persist.Load()))
 	s.setAccess(accessLog)
 	if vs.MaxConns != old.MaxConns {
 		s.setSlots(vs.MaxConns)

@@ -212,18 +212,12 @@ func (p *Proxy) RemoveRealServer(service, server string) error {
 // ones; they stay known (byServer) while requests may hold them.
 func (s *Service) setReals(list, removed []*realServer) {
 	s.mu.Lock()
-	old := s.reals.Load()
-	next := &realSet{list: list, byServer: make(map[*balancer.Server]*realServer, len(old.byServer)+len(list))}
-	for srv, rs := range old.byServer {
-		next.byServer[srv] = rs
-	}
+	s.reals.Store(s.newRealSet(list, s.reals.Load().byServer))
+	s.mu.Unlock()
 	servers := make([]*balancer.Server, len(list))
 	for i, rs := range list {
-		next.byServer[rs.Server] = rs
 		servers[i] = rs.Server
 	}
-	s.reals.Store(next)
-	s.mu.Unlock()
 	s.Pool.SetServers(servers)
 	for _, rs := range removed {
 		rs.retire()

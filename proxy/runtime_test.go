@@ -308,3 +308,43 @@ func TestSlowStart(t *testing.T) {
 		t.Errorf("events = %+v", ev)
 	}
 }
+
+// TestStickTableSurvivesReload: a reload that keeps the persistence method
+// and the table's bounds keeps the table (and so every client's server);
+// changing the method starts afresh.
+func TestStickTableSurvivesReload(t *testing.T) {
+	a, b := namedBackend(t, "a"), namedBackend(t, "b")
+	mk := func(method string) *config.VirtualService {
+		vs := testService("web", "127.0.0.1:0",
+			&config.RealServer{Name: "a", Address: a, Weight: 1},
+			&config.RealServer{Name: "b", Address: b, Weight: 1})
+		vs.Persistence = config.Persistence{Method: method, Timeout: time.Hour, MaxEntries: 100, SourceMask: 32, SourceMask6: 64}
+		return vs
+	}
+	p := startProxy(t, testConfig(mk(config.PersistSourceIP)))
+	cl := dialClient(t, p.Services()[0].Addrs()[0].String())
+	_, first := cl.get()
+	before := p.Services()[0].persist.Load()
+	if n := before.addrs.Len(); n != 1 {
+		t.Fatalf("stick entries = %d, want 1", n)
+	}
+	if err := p.Apply(testConfig(mk(config.PersistSourceIP))); err != nil {
+		t.Fatal(err)
+	}
+	after := p.Services()[0].persist.Load()
+	if after.addrs != before.addrs {
+		t.Error("a reload with the same persistence replaced the stick table")
+	}
+	if got := cl.tally(6); got[first] != 6 {
+		t.Errorf("after reload: %v, want all on %s", got, first)
+	}
+	if err := p.Apply(testConfig(mk(config.PersistNone))); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Services()[0].persist.Load(); got != nil {
+		t.Errorf("persistence none with round_robin: persister %v, want nil (the plain hot path)", got)
+	}
+	if got := cl.tally(6); got["a"] != 3 || got["b"] != 3 {
+		t.Errorf("without persistence: %v", got)
+	}
+}

@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"net"
+	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/fulcrumlb/fulcrum/balancer"
+	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/persistence"
 )
 
 // serveTCP proxies one client connection in tcp mode: pick a real server,
@@ -24,10 +27,13 @@ func (s *Service) serveTCP(c net.Conn, slots chan struct{}) {
 	s.requests.Add(1)
 	cfg := s.config()
 	start := time.Now()
+	p := s.persist.Load()
+	tp := tcpPick{peer: addrOf(c.RemoteAddr())}
+	tp.inspect(c, p)
 	var tried balancer.Tried
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		srv, err := s.Pool.Acquire(&tried)
+		srv, err := s.pickTCP(&tp, &tried, p)
 		if err != nil {
 			if lastErr != nil {
 				err = lastErr
@@ -65,13 +71,124 @@ func (s *Service) serveTCP(c net.Conn, slots chan struct{}) {
 		}
 		rs.requests.Add(1)
 		rs.observe(false, "")
+		tp.remember(p, rs)
+		var sent int64
+		if len(tp.prefix) > 0 { // the inspected bytes go first, unchanged
+			sc.SetWriteDeadline(time.Now().Add(cfg.Timeouts.Server))
+			n, err := sc.Write(tp.prefix)
+			sc.SetWriteDeadline(time.Time{})
+			sent = int64(n)
+			if err != nil {
+				sc.Close()
+			}
+		}
 		up, down := pipe(c, sc, cfg.Timeouts.Client, cfg.Timeouts.Server)
+		up += sent
 		s.untrackTCP(sc)
 		s.Pool.Release(srv)
 		rs.bytesOut.Add(uint64(up))
 		rs.bytesIn.Add(uint64(down))
 		s.logTCP(c, srv, start, up, down, nil)
 		return
+	}
+}
+
+// tcpPick is what tcp mode knows of a client for persistence and hashing.
+type tcpPick struct {
+	peer      netip.Addr
+	prefix    []byte // the client's first bytes, read for inspection; sent first
+	rdp       persistence.RDPRequest
+	persisted bool
+}
+
+// maxInspect bounds the bytes read for inspection (an RDP Connection
+// Request is well under 1 KiB).
+const maxInspect = 8 << 10
+
+// inspect reads the client's first bytes when persistence or the scheduler
+// needs the RDP Connection Request (MS-RDPBCGR 2.2.1.1), waiting at most
+// inspect_delay. Whatever happens (no cookie, not RDP, a slow or silent
+// client) the connection is then scheduled and every byte read is
+// forwarded unchanged.
+func (t *tcpPick) inspect(c net.Conn, p *persister) {
+	if p == nil || (p.method != config.PersistRDPCookie && p.sched != "rdp_cookie") {
+		return
+	}
+	wait := p.cfg.InspectDelay
+	if wait <= 0 {
+		wait = config.DefaultInspectDelay
+	}
+	c.SetReadDeadline(time.Now().Add(wait))
+	defer c.SetReadDeadline(time.Time{})
+	buf := make([]byte, 0, 512)
+	for {
+		if len(buf) == cap(buf) {
+			if cap(buf) >= maxInspect {
+				break
+			}
+			buf = append(buf[:cap(buf)], make([]byte, cap(buf))...)[:len(buf)]
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		req, perr := persistence.ParseRDP(buf)
+		if perr == nil {
+			t.rdp = req
+			break
+		}
+		if perr != persistence.ErrNeedMore || err != nil {
+			break // not RDP, or the client went quiet or away
+		}
+	}
+	t.prefix = buf
+}
+
+// pickTCP chooses the real server of one attempt in tcp mode.
+func (s *Service) pickTCP(t *tcpPick, tried *balancer.Tried, p *persister) (*balancer.Server, error) {
+	if p == nil {
+		return s.Pool.Acquire(tried)
+	}
+	if tried.Len() == 0 {
+		set := s.reals.Load()
+		var rs *realServer
+		switch {
+		case t.rdp.RoutingToken:
+			// The RD Connection Broker chose the session host: go there if
+			// it belongs to the service, whatever the scheduler says.
+			rs = set.byAddr[t.rdp.Addr]
+		case p.method == config.PersistRDPCookie && t.rdp.User != "":
+			if name, ok := p.keys.Get(t.rdp.User); ok {
+				rs = set.byName[name]
+			}
+		case p.method == config.PersistSourceIP:
+			if name, ok := p.addrs.Get(p.sourceKey(t.peer)); ok {
+				rs = set.byName[name]
+			}
+		}
+		if rs != nil && s.Pool.AcquireServer(rs.Server) == nil {
+			t.persisted = true
+			return rs.Server, nil
+		}
+	}
+	t.persisted = false
+	switch {
+	case p.sched == "source_hash":
+		return s.Pool.AcquireKey(tried, addrHash(t.peer))
+	case p.sched == "rdp_cookie" && t.rdp.User != "":
+		return s.Pool.AcquireKey(tried, balancer.HashString(t.rdp.User))
+	}
+	return s.Pool.Acquire(tried)
+}
+
+// remember records the connection's real server in the stick table.
+func (t *tcpPick) remember(p *persister, rs *realServer) {
+	if p == nil || t.persisted {
+		return
+	}
+	switch {
+	case p.method == config.PersistRDPCookie && t.rdp.User != "":
+		p.keys.Put(t.rdp.User, rs.Name)
+	case p.method == config.PersistSourceIP:
+		p.addrs.Put(p.sourceKey(t.peer), rs.Name)
 	}
 }
 
@@ -117,6 +234,15 @@ func (s *Service) untrackTCP(c net.Conn) {
 	s.mu.Lock()
 	delete(s.tcpConns, c)
 	s.mu.Unlock()
+}
+
+// addrOf returns the IP of a TCP address (IPv4 unmapped), or the zero Addr.
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
 }
 
 // addrIP returns the IP of a TCP address as text, or the address as given.

@@ -1,0 +1,270 @@
+package proxy
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/fulcrumlb/fulcrum/balancer"
+	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/persistence"
+)
+
+// persister is a service's persistence and request keying: how a request is
+// tied to the real server it reached before, and which key the hashing
+// schedulers hash. A service without either has none (nil), which keeps the
+// hot path as it was. Its stick table outlives reloads that keep the method
+// and the table's bounds.
+type persister struct {
+	cfg    config.Persistence
+	method string
+	sched  string // the scheduler keyword, for its key
+	hashHd string // header_hash: the header, lower case (see equalFold)
+	header string // header persistence: the header, lower case
+
+	addrs  *persistence.Table[netip.Addr] // source_ip
+	keys   *persistence.Table[string]     // app_cookie, header, rdp_cookie (user)
+	signer *persistence.Signer            // cookie
+}
+
+// keyedSchedulers hash a request key; the value says what is hashed.
+var keyedSchedulers = map[string]bool{"source_hash": true, "uri_hash": true, "header_hash": true, "rdp_cookie": true}
+
+// newPersister builds the persistence of vs, carrying over old's tables and
+// signer where they still fit; nil when vs needs none.
+func newPersister(vs *config.VirtualService, old *persister) *persister {
+	pc := vs.Persistence
+	if (pc.Method == "" || pc.Method == config.PersistNone) && !keyedSchedulers[vs.Scheduler] {
+		return nil
+	}
+	p := &persister{cfg: pc, method: pc.Method, sched: vs.Scheduler,
+		hashHd: strings.ToLower(vs.HashHeader), header: strings.ToLower(pc.Header)}
+	if p.method == "" {
+		p.method = config.PersistNone
+	}
+	sameTable := old != nil && old.method == p.method && old.cfg.MaxEntries == pc.MaxEntries && old.cfg.Timeout == pc.Timeout &&
+		old.cfg.SourceMask == pc.SourceMask && old.cfg.SourceMask6 == pc.SourceMask6 && old.cfg.Header == pc.Header &&
+		old.cfg.CookieName == pc.CookieName
+	switch p.method {
+	case config.PersistSourceIP:
+		if sameTable {
+			p.addrs = old.addrs
+		} else {
+			p.addrs = persistence.NewTable[netip.Addr](pc.MaxEntries, pc.Timeout)
+		}
+	case config.PersistAppCookie, config.PersistHeader, config.PersistRDPCookie:
+		if sameTable {
+			p.keys = old.keys
+		} else {
+			p.keys = persistence.NewTable[string](pc.MaxEntries, pc.Timeout)
+		}
+	case config.PersistCookie:
+		if old != nil && old.signer != nil && old.cfg.CookieSecret == pc.CookieSecret {
+			p.signer = old.signer // a random secret is kept across reloads
+		} else {
+			p.signer = persistence.NewSigner([]byte(pc.CookieSecret))
+		}
+	}
+	return p
+}
+
+// sweep drops expired stick-table entries.
+func (p *persister) sweep(now time.Time) {
+	if p == nil {
+		return
+	}
+	if p.addrs != nil {
+		p.addrs.Sweep(now)
+	}
+	if p.keys != nil {
+		p.keys.Sweep(now)
+	}
+}
+
+// sourceKey is the stick-table key of a client address.
+func (p *persister) sourceKey(a netip.Addr) netip.Addr {
+	return persistence.SourceKey(a, p.cfg.SourceMask, p.cfg.SourceMask6)
+}
+
+// tokens maps cookie tokens to real servers and back, for a service's
+// current real servers.
+type tokens struct {
+	byToken  map[string]*realServer
+	ofServer map[*realServer]string
+}
+
+func newTokens(signer *persistence.Signer, service string, list []*realServer) *tokens {
+	t := &tokens{byToken: make(map[string]*realServer, len(list)), ofServer: make(map[*realServer]string, len(list))}
+	for _, rs := range list {
+		tok := signer.Token(service, rs.Name)
+		t.byToken[tok] = rs
+		t.ofServer[rs] = tok
+	}
+	return t
+}
+
+// Per-request persistence in http mode.
+
+// stuck returns the real server the request is tied to, if any.
+func (cc *clientConn) stuck(p *persister) *realServer {
+	set := cc.svc.reals.Load()
+	switch p.method {
+	case config.PersistCookie:
+		if v, ok := cc.cookie(p.cfg.CookieName); ok && set.tokens != nil {
+			cc.cookieRS = set.tokens.byToken[string(v)] // no allocation: map lookup by converted bytes
+			return cc.cookieRS
+		}
+	case config.PersistAppCookie:
+		if v, ok := cc.cookie(p.cfg.CookieName); ok {
+			if name, ok := p.keys.Get(string(v)); ok {
+				return set.byName[name]
+			}
+		}
+	case config.PersistHeader:
+		if v := cc.req.field(p.header); len(v) > 0 {
+			if name, ok := p.keys.Get(string(v)); ok {
+				return set.byName[name]
+			}
+		}
+	case config.PersistSourceIP:
+		if name, ok := p.addrs.Get(p.sourceKey(cc.peer)); ok {
+			return set.byName[name]
+		}
+	}
+	return nil
+}
+
+// cookie returns the value of the named cookie in the request.
+func (cc *clientConn) cookie(name string) ([]byte, bool) {
+	for i := range cc.req.headers {
+		h := &cc.req.headers[i]
+		if len(h.name) == 6 && equalFold(h.name, "cookie") {
+			if v, ok := persistence.CookieValue(h.value, name); ok {
+				return v, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// field returns the value of the first field named name (lower case), or
+// nil.
+func (h *head) field(name string) []byte {
+	for i := range h.headers {
+		if f := &h.headers[i]; len(f.name) == len(name) && equalFold(f.name, name) {
+			return f.value
+		}
+	}
+	return nil
+}
+
+// addrHash is the source_hash key of a client address: its 4 bytes for
+// IPv4, 16 for IPv6 (as balancer.SourceHash documents).
+func addrHash(a netip.Addr) uint64 {
+	if a.Is4() {
+		b := a.As4()
+		return balancer.HashBytes(b[:])
+	}
+	b := a.As16()
+	return balancer.HashBytes(b[:])
+}
+
+// requestKey is what a hashing scheduler hashes for this request; ok is
+// false when the request has none (header_hash without the header).
+func (cc *clientConn) requestKey(p *persister) (uint64, bool) {
+	switch p.sched {
+	case "source_hash":
+		return addrHash(cc.peer), true
+	case "uri_hash":
+		path := cc.req.target
+		if i := bytes.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+		return balancer.HashBytes(path), true
+	case "header_hash":
+		if v := cc.req.field(p.hashHd); len(v) > 0 {
+			return balancer.HashBytes(v), true
+		}
+	}
+	return 0, false
+}
+
+// pick chooses the real server of one attempt: the persistent one when the
+// request is tied to one that is reachable (a draining server still takes
+// its persistent clients), else the scheduler's choice.
+func (cc *clientConn) pick() (*balancer.Server, error) {
+	s := cc.svc
+	p := s.persist.Load()
+	if p == nil {
+		return s.Pool.Acquire(&cc.tried)
+	}
+	if cc.tried.Len() == 0 && p.method != config.PersistNone {
+		if rs := cc.stuck(p); rs != nil {
+			if err := s.Pool.AcquireServer(rs.Server); err == nil {
+				cc.persisted = true
+				return rs.Server, nil
+			}
+			// Down, in maintenance or gone: rescheduled, and the entry is
+			// replaced below.
+		}
+	}
+	cc.persisted = false
+	if key, ok := cc.requestKey(p); ok {
+		return s.Pool.AcquireKey(&cc.tried, key)
+	}
+	return s.Pool.Acquire(&cc.tried)
+}
+
+// remember records where the request went, once it reached rs: a stick
+// entry, or the cookie to insert in the response.
+func (cc *clientConn) remember(rs *realServer) {
+	p := cc.svc.persist.Load()
+	if p == nil {
+		return
+	}
+	switch p.method {
+	case config.PersistCookie:
+		if set := cc.svc.reals.Load(); set.tokens != nil && cc.cookieRS != rs {
+			cc.setCookie = set.tokens.ofServer[rs]
+		}
+	case config.PersistSourceIP:
+		if !cc.persisted {
+			p.addrs.Put(p.sourceKey(cc.peer), rs.Name)
+		}
+	case config.PersistHeader:
+		if v := cc.req.field(p.header); len(v) > 0 && !cc.persisted {
+			p.keys.Put(string(v), rs.Name)
+		}
+	}
+}
+
+// learn reads the application's session cookie from a response (app_cookie).
+func (cc *clientConn) learn(rs *realServer) {
+	p := cc.svc.persist.Load()
+	if p == nil || p.method != config.PersistAppCookie {
+		return
+	}
+	for i := range cc.resp.headers {
+		h := &cc.resp.headers[i]
+		if len(h.name) != 10 || !equalFold(h.name, "set-cookie") {
+			continue
+		}
+		if name, value, ok := persistence.SetCookieName(h.value); ok && string(name) == p.cfg.CookieName && len(value) > 0 {
+			p.keys.Put(string(value), rs.Name)
+		}
+	}
+}
+
+// writeSetCookie adds the persistence cookie to a response head.
+func (cc *clientConn) writeSetCookie(w *writer) {
+	p := cc.svc.persist.Load()
+	if p == nil || cc.setCookie == "" {
+		return
+	}
+	w.WriteString("Set-Cookie: ")
+	w.WriteString(p.cfg.CookieName)
+	w.WriteString("=")
+	w.WriteString(cc.setCookie)
+	w.WriteString("; Path=/; HttpOnly; SameSite=Lax\r\n")
+}
