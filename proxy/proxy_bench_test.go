@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -94,14 +96,47 @@ var benchResponse = []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConte
 
 // BenchmarkProxyHTTP measures one keep-alive request through the proxy;
 // with -benchmem it shows the hot path allocates nothing per request.
-func BenchmarkProxyHTTP(b *testing.B) {
-	p := startTestService(b, config.ModeHTTP, rawBackend(b, benchResponse), rawBackend(b, benchResponse))
+func BenchmarkProxyHTTP(b *testing.B) { benchProxy(b, nil, "") }
+
+// BenchmarkProxyHTTPPersistence is BenchmarkProxyHTTP with persistence on,
+// in its steady state: source_ip looks up the client's entry on every
+// request; cookie finds the server from the cookie the client sends back.
+func BenchmarkProxyHTTPPersistence(b *testing.B) {
+	for _, method := range []string{config.PersistSourceIP, config.PersistCookie} {
+		b.Run(method, func(b *testing.B) {
+			benchProxy(b, func(vs *config.VirtualService) {
+				vs.Persistence = config.Persistence{Method: method, Timeout: time.Hour, MaxEntries: 1000,
+					SourceMask: 32, SourceMask6: 64, CookieName: "FULCRUM"}
+			}, method)
+		})
+	}
+}
+
+func benchProxy(b *testing.B, adjust func(*config.VirtualService), persist string) {
+	p := startTestServiceWith(b, config.ModeHTTP, adjust, rawBackend(b, benchResponse), rawBackend(b, benchResponse))
 	c, err := net.Dial("tcp", p.Services()[0].Addrs()[0].String())
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
 	req := []byte("GET /index.html HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	if persist == config.PersistCookie {
+		// The first answer sets the cookie; from then on the client sends it
+		// and the answers carry none.
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(io.LimitReader(c, int64(len(benchResponse)+200))), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		ck := resp.Cookies()
+		if len(ck) != 1 {
+			b.Fatalf("cookies %v", ck)
+		}
+		req = []byte("GET /index.html HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\nCookie: " + ck[0].Name + "=" + ck[0].Value + "\r\n\r\n")
+	}
 	resp := make([]byte, len(benchResponse))
 	exchange := func() {
 		if _, err := c.Write(req); err != nil {
