@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -148,6 +150,87 @@ func TestRDPCookieWithRealClient(t *testing.T) {
 		}
 		if !bytes.Contains(req, []byte(token+"\r\n")) {
 			t.Errorf("the host got %q, want the routing token unchanged", req)
+		}
+	}
+}
+
+// TestRDPInspectFallback: with rdp_cookie persistence, a client that sends
+// something else than an RDP Connection Request, or nothing at all, is
+// scheduled normally — the silent one after inspect_delay, not later — and
+// its bytes reach the real server unchanged. tcp source_ip persistence is
+// checked on the same hosts.
+func TestRDPInspectFallback(t *testing.T) {
+	echo := func(name string) *tcpBackend {
+		return newTCPBackend(t, name, func(c *net.TCPConn) {
+			fmt.Fprintf(c, "%s\n", name)
+			io.Copy(c, c)
+		})
+	}
+	a, b := echo("a"), echo("b")
+	vip := freeAddr(t)
+	vip2 := freeAddr(t)
+	startFulcrum(t, config{services: []service{
+		{name: "rdp", listen: []string{vip}, opts: "mode = \"tcp\"\n\n[virtual_service.persistence]\nmethod = \"rdp_cookie\"\ninspect_delay = \"300ms\"\n",
+			real: []real{a.real(), b.real()}},
+		{name: "src", listen: []string{vip2}, opts: "mode = \"tcp\"\n\n[virtual_service.persistence]\nmethod = \"source_ip\"\n",
+			real: []real{a.real(), b.real()}},
+	}})
+
+	// Not RDP: scheduled at once, bytes unchanged.
+	c, err := net.Dial("tcp", vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
+	br := bufio.NewReader(c)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatalf("non-RDP client: %v", err)
+	}
+	if echoed, err := br.ReadString('\n'); err != nil || echoed != "GET / HTTP/1.1\r\n" {
+		t.Errorf("non-RDP bytes came back as %q, %v", echoed, err)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Errorf("non-RDP client waited %s; it should not wait for inspect_delay", d)
+	}
+
+	// Silent: scheduled after inspect_delay (300ms), not before, not much later.
+	s, err := net.Dial("tcp", vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	start = time.Now()
+	if _, err := bufio.NewReader(s).ReadString('\n'); err != nil {
+		t.Fatalf("silent client: %v", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+		t.Errorf("silent client connected after %s, want about inspect_delay (300ms)", d)
+	}
+
+	// tcp source_ip: each address sticks.
+	for _, ip := range []string{"127.0.0.21", "127.0.0.22", "127.0.0.23"} {
+		var first string
+		for i := range 4 {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+			c, err := d.Dial("tcp", vip2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			name, err := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				first = name
+			} else if name != first {
+				t.Errorf("%s: connection %d reached %q, first %q", ip, i, name, first)
+			}
 		}
 	}
 }
