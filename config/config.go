@@ -112,6 +112,7 @@ type VirtualService struct {
 	Timeouts    Timeouts      `toml:"timeouts"`
 	HealthCheck HealthCheck   `toml:"health_check"`
 	Persistence Persistence   `toml:"persistence"`
+	TLS         TLS           `toml:"tls"`
 	RealServers []*RealServer `toml:"real_server"`
 
 	// Line is the line of the service's [[virtual_service]] header (zero
@@ -148,6 +149,25 @@ type RealServer struct {
 	// MaxConns bounds concurrent requests (http) or connections (tcp) to
 	// this server; the excess queues. Zero means unlimited.
 	MaxConns int `toml:"max_conns"`
+	// TLS re-encrypts the connections to this real server (http mode
+	// only for now). If absent, false: plain TCP.
+	TLS bool `toml:"tls"`
+	// TLSServerName is the name sent in SNI and verified in the real
+	// server's certificate: a DNS name, or an IP address, which is verified
+	// against the certificate's IP addresses and not sent in SNI (RFC 6066
+	// §3). If empty, the address's IP. Used only with TLS.
+	TLSServerName string `toml:"tls_server_name"`
+	// TLSVerify verifies the real server's certificate against the system
+	// roots, or TLSCA. If absent, true. Used only with TLS.
+	TLSVerify bool `toml:"tls_verify"`
+	// TLSCA is a PEM file of the CA certificates to verify against instead
+	// of the system roots; relative paths are from the working directory.
+	// If empty, the system roots. Used only with TLS and TLSVerify.
+	TLSCA string `toml:"tls_ca"`
+	// Protocol is what the proxy speaks to the real server (http mode):
+	// http/1.1; h2 is refused until the HTTP/2 work lands. If absent,
+	// http/1.1.
+	Protocol string `toml:"protocol"`
 	// State is the server's admin state at start: ready, drain or
 	// maintenance. If absent, ready. A state set at run time (admin API)
 	// survives reloads unless this value changes in the file.
@@ -234,6 +254,68 @@ type HealthCheck struct {
 	// means off.
 	ObserveErrors int `toml:"observe_errors"`
 }
+
+// TLS terminates TLS on a virtual service's listen addresses (http mode
+// only for now). It is on when Certificates is not empty; a present
+// [virtual_service.tls] table must give at least one. File paths are
+// relative to the working directory; every file is loaded when the
+// configuration is validated, so `fulcrum check` finds a bad one.
+type TLS struct {
+	// Certificates are the PEM certificate chains and keys served; the one
+	// for a connection is chosen by SNI (exact names, then wildcards, then
+	// the first as default). Empty means TLS is off.
+	Certificates []*Certificate `toml:"certificates"`
+	// MinVersion is the lowest TLS version accepted: "1.2" or "1.3". If
+	// absent, 1.2.
+	MinVersion string `toml:"min_version"`
+	// ALPN lists the protocols offered (RFC 7301), in order of preference:
+	// "http/1.1" ("h2" is refused until the HTTP/2 front end lands). If
+	// absent, ["http/1.1"]; it may not be empty.
+	ALPN []string `toml:"alpn"`
+	// HTTP3 also serves HTTP/3 over QUIC on the same address (UDP). Not
+	// implemented yet: true is refused. If absent, false.
+	HTTP3 bool `toml:"http3"`
+	// ClientCA is a PEM file of the CAs that client certificates must chain
+	// to. Required for ClientAuth request and require, refused with none.
+	ClientCA string `toml:"client_ca"`
+	// ClientAuth is none, request (verify a certificate if the client sends
+	// one) or require (refuse a client without a valid one). If absent,
+	// none.
+	ClientAuth string `toml:"client_auth"`
+	// RedirectHTTP, if not empty, is a plain-HTTP listen address, written
+	// as a virtual service's listen, that answers every request with a
+	// redirect to https. It may not overlap any other listen address.
+	RedirectHTTP string `toml:"redirect_http"`
+}
+
+// Certificate is one PEM certificate chain and its private key (RSA or
+// ECDSA), as tls.LoadX509KeyPair reads them. Both are required; the key
+// must match the chain's first (leaf) certificate, which must be valid now.
+type Certificate struct {
+	// Cert is the PEM file of the certificate chain, leaf first.
+	Cert string `toml:"cert"`
+	// Key is the PEM file of Cert's private key.
+	Key string `toml:"key"`
+
+	// Line is the line of the certificate's inline table, or of its
+	// [[virtual_service.tls.certificates]] header (zero if not parsed from
+	// a file).
+	Line int `toml:"-"`
+}
+
+// Protocols: ALPN identifiers (RFC 7301 §6) for tls.alpn, and what the
+// proxy speaks to a real server for real_server.protocol.
+const (
+	ProtoHTTP1 = "http/1.1"
+	ProtoH2    = "h2" // refused until the HTTP/2 work lands
+)
+
+// Client certificate authentication (tls.client_auth).
+const (
+	ClientAuthNone    = "none"    // no certificate asked for
+	ClientAuthRequest = "request" // asked for, verified if sent
+	ClientAuthRequire = "require" // a valid one is required
+)
 
 // Persistence methods.
 const (
@@ -323,6 +405,10 @@ const (
 	DefaultServer       = 60 * time.Second
 	DefaultWeight       = 1
 	DefaultState        = StateReady
+	DefaultProtocol     = ProtoHTTP1
+
+	DefaultTLSMinVersion = "1.2"
+	DefaultClientAuth    = ClientAuthNone
 
 	DefaultCheckType     = CheckTCP
 	DefaultCheckMethod   = "GET"
@@ -395,7 +481,15 @@ func (t *Timeouts) setDefaults() {
 
 func (r *RealServer) setDefaults() {
 	r.Weight = DefaultWeight
+	r.TLSVerify = true
+	r.Protocol = DefaultProtocol
 	r.State = DefaultState
+}
+
+func (t *TLS) setDefaults() {
+	t.MinVersion = DefaultTLSMinVersion
+	t.ALPN = []string{ProtoHTTP1}
+	t.ClientAuth = DefaultClientAuth
 }
 
 func (a *Admin) setDefaults() { a.MetricsAuth = true }

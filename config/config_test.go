@@ -53,8 +53,12 @@ address = "10.0.0.1:80"
 							Method: "none", Timeout: 30 * time.Minute, SourceMask: 32, SourceMask6: 64,
 							MaxEntries: 1000000, InspectDelay: 5 * time.Second,
 						},
-						RealServers: []*RealServer{{Name: "10.0.0.1:80", Address: "10.0.0.1:80", Weight: 1, State: "ready", Line: 4}},
-						Line:        1,
+						TLS: TLS{MinVersion: "1.2", ALPN: []string{"http/1.1"}, ClientAuth: "none"},
+						RealServers: []*RealServer{{
+							Name: "10.0.0.1:80", Address: "10.0.0.1:80", Weight: 1,
+							TLSVerify: true, Protocol: "http/1.1", State: "ready", Line: 4,
+						}},
+						Line: 1,
 					}},
 				}
 				if !reflect.DeepEqual(c, want) {

@@ -1,12 +1,14 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -35,7 +37,19 @@ func TestGoodFiles(t *testing.T) {
 	}
 }
 
-// TestExamples keeps the shipped example configurations valid.
+// exampleDir is where the examples keep certificates and keys, as a
+// production host would.
+const exampleDir = "/etc/fulcrum/"
+
+var exampleFile = regexp.MustCompile(`/etc/fulcrum/([A-Za-z0-9._-]+)`)
+
+// TestExamples keeps the shipped example configurations valid. Validation
+// loads the certificate and key files an example names, which do not exist
+// under /etc/fulcrum/ here, so a temporary directory stands in for it: for
+// each NAME.key it holds the key of a fresh pair for the DNS name NAME, and
+// for any other NAME.ext that pair's certificate (valid now). Every check
+// still runs on them, the pairing and the dates included; only the directory
+// differs, and the line numbers do not change.
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob("../examples/*.toml")
 	if err != nil || len(files) == 0 {
@@ -43,8 +57,34 @@ func TestExamples(t *testing.T) {
 	}
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
-			if _, err := Load(file); err != nil {
-				t.Errorf("Load: %v", err)
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if refs := exampleFile.FindAllSubmatch(data, -1); len(refs) > 0 {
+				dir := t.TempDir()
+				type pair struct{ cert, key []byte }
+				pairs := map[string]pair{}
+				now := time.Now()
+				for _, m := range refs {
+					name := string(m[1])
+					ext := filepath.Ext(name)
+					base := strings.TrimSuffix(name, ext)
+					p, ok := pairs[base]
+					if !ok {
+						p.cert, p.key = newKeyPair(t, base, now.Add(-time.Hour), now.Add(24*time.Hour))
+						pairs[base] = p
+					}
+					content := p.cert
+					if ext == ".key" {
+						content = p.key
+					}
+					writeFile(t, filepath.Join(dir, name), content)
+				}
+				data = bytes.ReplaceAll(data, []byte(exampleDir), []byte(dir+"/"))
+			}
+			if _, err := Parse(file, data); err != nil {
+				t.Errorf("Parse: %v", err)
 			}
 		})
 	}
@@ -59,6 +99,7 @@ func TestGoodFull(t *testing.T) {
 	defaultTimeouts := Timeouts{
 		Connect: DefaultConnect, Client: DefaultClient, ClientHeader: DefaultClientHeader, Server: DefaultServer,
 	}
+	defaultTLS := TLS{MinVersion: DefaultTLSMinVersion, ALPN: []string{ProtoHTTP1}, ClientAuth: DefaultClientAuth}
 	defaultHealthCheck := HealthCheck{
 		Type: DefaultCheckType, Method: DefaultCheckMethod, Path: DefaultCheckPath,
 		ExpectStatus: StatusRanges{{200, 399}}, Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout,
@@ -78,15 +119,15 @@ func TestGoodFull(t *testing.T) {
 			TLSKey:      "testdata/test-only-admin.key",
 			MetricsAuth: false,
 			Users: []*AdminUser{
-				{Name: "admin", PasswordHash: hash, Line: 97},
-				{Name: "ops.viewer-2", PasswordHash: hash, Line: 101},
+				{Name: "admin", PasswordHash: hash, Line: 114},
+				{Name: "ops.viewer-2", PasswordHash: hash, Line: 118},
 			},
-			Line: 91,
+			Line: 108,
 		},
 		VirtualServices: []*VirtualService{
 			{
 				Name:         "web",
-				Listen:       []string{"127.0.0.1:80", "127.0.0.2:80"},
+				Listen:       []string{"127.0.0.1:443", "127.0.0.2:443"},
 				Mode:         ModeHTTP,
 				Scheduler:    "weighted_round_robin",
 				ForwardedFor: false,
@@ -126,9 +167,23 @@ func TestGoodFull(t *testing.T) {
 					MaxEntries:   DefaultMaxEntries,
 					InspectDelay: DefaultInspectDelay,
 				},
+				TLS: TLS{
+					Certificates: []*Certificate{
+						{Cert: "testdata/test-only-admin.crt", Key: "testdata/test-only-admin.key", Line: 50},
+					},
+					MinVersion:   "1.3",
+					ALPN:         []string{ProtoHTTP1},
+					ClientCA:     "testdata/test-only-admin.crt",
+					ClientAuth:   ClientAuthRequire,
+					RedirectHTTP: "127.0.0.1:80",
+				},
 				RealServers: []*RealServer{
-					{Name: "web1", Address: "10.0.0.1:8080", Weight: 3, MaxConns: 100, State: StateMaintenance, Line: 48},
-					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, State: StateDrain, Line: 55},
+					{
+						Name: "web1", Address: "10.0.0.1:8080", Weight: 3, MaxConns: 100,
+						TLS: true, TLSServerName: "web1.example.com", TLSVerify: true, TLSCA: "testdata/test-only-admin.crt",
+						Protocol: ProtoHTTP1, State: StateMaintenance, Line: 59,
+					},
+					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, TLS: true, Protocol: ProtoHTTP1, State: StateDrain, Line: 70},
 				},
 				Line: 10,
 			},
@@ -166,11 +221,12 @@ func TestGoodFull(t *testing.T) {
 					MaxEntries:   50000,
 					InspectDelay: DefaultInspectDelay,
 				},
+				TLS: defaultTLS,
 				RealServers: []*RealServer{
-					{Name: "cache1", Address: "10.0.1.1:6379", Weight: 1, State: StateReady, Line: 71},
-					{Name: "cache2", Address: "10.0.1.2:6379", Weight: 2, State: StateReady, Line: 72},
+					{Name: "cache1", Address: "10.0.1.1:6379", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 88},
+					{Name: "cache2", Address: "10.0.1.2:6379", Weight: 2, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 89},
 				},
-				Line: 61,
+				Line: 78,
 			},
 			{
 				Name:         "api",
@@ -192,10 +248,11 @@ func TestGoodFull(t *testing.T) {
 					MaxEntries:   2000,
 					InspectDelay: DefaultInspectDelay,
 				},
+				TLS: defaultTLS,
 				RealServers: []*RealServer{
-					{Name: "10.0.2.1:80", Address: "10.0.2.1:80", Weight: 1, State: StateReady, Line: 81},
+					{Name: "10.0.2.1:80", Address: "10.0.2.1:80", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 98},
 				},
-				Line: 75,
+				Line: 92,
 			},
 			{
 				Name:         "rdp",
@@ -215,10 +272,11 @@ func TestGoodFull(t *testing.T) {
 					MaxEntries:   DefaultMaxEntries,
 					InspectDelay: 2 * time.Second,
 				},
+				TLS: defaultTLS,
 				RealServers: []*RealServer{
-					{Name: "10.0.3.1:3389", Address: "10.0.3.1:3389", Weight: 1, State: StateReady, Line: 89},
+					{Name: "10.0.3.1:3389", Address: "10.0.3.1:3389", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 106},
 				},
-				Line: 83,
+				Line: 100,
 			},
 		},
 	}

@@ -76,7 +76,8 @@ func (v *validator) global(p path, g *Global) {
 }
 
 // virtualService checks one service; listens holds the listen addresses of
-// the services before it, and is returned with this one's added.
+// the services before it (redirect_http ones included), and is returned
+// with this one's added.
 func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []listenAddr) []listenAddr {
 	switch {
 	case vs.Name == "":
@@ -134,6 +135,7 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 
 	v.healthCheck(p.with("health_check"), &vs.HealthCheck)
 	v.persistence(p.with("persistence"), vs)
+	listens = v.tls(p.with("tls"), i, vs, listens)
 	v.realServers(p, vs)
 	return listens
 }
@@ -163,6 +165,7 @@ func (v *validator) realServers(p path, vs *VirtualService) {
 		v.between(p.with("weight"), rs.Weight, 0, MaxWeight)
 		v.between(p.with("max_conns"), rs.MaxConns, 0, -1)
 		v.oneOf(p.with("state"), rs.State, states)
+		v.realServerTLS(p, vs, rs)
 
 		// Two unnamed servers share a name only if they share an address,
 		// which is reported above.
@@ -265,6 +268,7 @@ type listenAddr struct {
 	line    int
 	vs      *VirtualService
 	vsIndex int
+	key     string // where in vs, if not listen: "tls.redirect_http"
 }
 
 // all reports whether the address listens on every address of both families:
@@ -301,7 +305,7 @@ func (a listenAddr) conflict(before []listenAddr) string {
 		if a.port != b.port || !a.covers(b) && !b.covers(a) {
 			continue
 		}
-		if a.vs == b.vs {
+		if a.vs == b.vs && a.key == b.key {
 			if a.text == b.text {
 				return fmt.Sprintf("%q is listed twice (also at line %d)", a.text, b.line)
 			}
@@ -310,6 +314,9 @@ func (a listenAddr) conflict(before []listenAddr) string {
 		other := "virtual_service #" + strconv.Itoa(b.vsIndex+1)
 		if b.vs.Name != "" {
 			other = fmt.Sprintf("virtual_service %q", b.vs.Name)
+		}
+		if b.key != "" {
+			other += " (" + b.key + ")"
 		}
 		if a.addr == b.addr {
 			return fmt.Sprintf("%q is already used by %s at line %d", a.text, other, b.line)

@@ -1,9 +1,6 @@
 package config
 
 import (
-	"crypto/tls"
-	"fmt"
-	"os"
 	"regexp"
 
 	"golang.org/x/crypto/bcrypt"
@@ -14,8 +11,8 @@ import (
 var validUserName = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 
 // admin checks the [admin] table, if the file has one; listens holds the
-// virtual services' listen addresses, which the admin address must not
-// overlap.
+// virtual services' listen and redirect_http addresses, which the admin
+// address must not overlap.
 func (v *validator) admin(p path, a *Admin, listens []listenAddr) {
 	if !v.inFile(p) {
 		return // off
@@ -39,7 +36,7 @@ func (v *validator) admin(p path, a *Admin, listens []listenAddr) {
 	case a.TLSCert == "" && a.TLSKey != "":
 		v.add(kp, "given without tls_cert: give both or neither")
 	case a.TLSCert != "":
-		if err := loadKeyPair(a.TLSCert, a.TLSKey); err != nil {
+		if _, err := loadKeyPair(a.TLSCert, a.TLSKey); err != nil {
 			v.add(cp, "cannot load the certificate and key: %v", err)
 		}
 	}
@@ -70,21 +67,4 @@ func (v *validator) admin(p path, a *Admin, listens []listenAddr) {
 			v.add(q.with("password_hash"), "not a bcrypt hash; make one with `fulcrum hash-password`")
 		}
 	}
-}
-
-// loadKeyPair loads the admin TLS pair as the admin listener will. It
-// refuses anything but regular files, so that a FIFO or /dev/zero given by
-// mistake cannot hang `fulcrum check` or a reload.
-func loadKeyPair(cert, key string) error {
-	for _, f := range []string{cert, key} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s is not a regular file", f)
-		}
-	}
-	_, err := tls.LoadX509KeyPair(cert, key)
-	return err
 }

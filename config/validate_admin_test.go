@@ -16,9 +16,28 @@ import (
 	"time"
 )
 
-// writeKeyPair writes a fresh self-signed certificate and its key to dir as
-// NAME.crt and NAME.key, and returns their paths.
+// writeKeyPair writes a fresh self-signed certificate for NAME, valid from
+// an hour ago to an hour from now, and its key to dir as NAME.crt and
+// NAME.key, and returns their paths.
 func writeKeyPair(t *testing.T, dir, name string) (cert, key string) {
+	t.Helper()
+	now := time.Now()
+	return writeCert(t, dir, name, now.Add(-time.Hour), now.Add(time.Hour))
+}
+
+// writeCert is writeKeyPair with the certificate's validity period.
+func writeCert(t *testing.T, dir, name string, notBefore, notAfter time.Time) (cert, key string) {
+	t.Helper()
+	certPEM, keyPEM := newKeyPair(t, name, notBefore, notAfter)
+	cert, key = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	writeFile(t, cert, certPEM)
+	writeFile(t, key, keyPEM)
+	return cert, key
+}
+
+// newKeyPair makes a self-signed ECDSA P-256 certificate for the DNS name
+// name, and its key, in PEM.
+func newKeyPair(t *testing.T, name string, notBefore, notAfter time.Time) (certPEM, keyPEM []byte) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -27,8 +46,9 @@ func writeKeyPair(t *testing.T, dir, name string) (cert, key string) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
 		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     []string{name},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
@@ -38,10 +58,8 @@ func writeKeyPair(t *testing.T, dir, name string) (cert, key string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, key = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	writeFile(t, cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeFile(t, key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
-	return cert, key
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }
 
 func writeFile(t *testing.T, name string, data []byte) {
