@@ -54,8 +54,16 @@ func (rs *realServer) get(check bool) *backendConn {
 // connect opens a TCP connection to the real server (tcp mode uses it as
 // it is; http mode through dial).
 func (rs *realServer) connect() (net.Conn, error) {
-	d := net.Dialer{Timeout: rs.svc.config().Timeouts.Connect}
-	return d.Dial("tcp", rs.Address)
+	if rs.tlsErr != nil {
+		return nil, rs.tlsErr
+	}
+	timeout := rs.svc.config().Timeouts.Connect
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.Dial("tcp", rs.Address)
+	if err != nil || rs.tlsCfg == nil {
+		return c, err
+	}
+	return rs.tlsClient(c, timeout)
 }
 
 // dial opens a new connection for HTTP exchanges.
@@ -115,12 +123,16 @@ func (rs *realServer) reap(cutoff time.Time) {
 // alive reports whether an idle connection is still open and silent: a
 // non-blocking peek must find nothing to read (no EOF, no stray bytes).
 func (bc *backendConn) alive() bool {
-	if bc.in.raw == nil {
-		return true
+	raw := bc.in.raw
+	if raw == nil {
+		// TLS: peek under it; a close_notify or a FIN shows as bytes or EOF.
+		if raw = rawOf(bc.conn); raw == nil {
+			return true
+		}
 	}
 	ok := false
 	var b [1]byte
-	bc.in.raw.Control(func(fd uintptr) {
+	raw.Control(func(fd uintptr) {
 		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		ok = err == unix.EAGAIN
 	})

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -42,6 +43,7 @@ const (
 // goroutines.
 type clientConn struct {
 	svc   *Service
+	tls   *tls.Conn              // the TLS layer when the service terminates TLS, else nil
 	cfg   *config.VirtualService // the service's configuration, read afresh for each request
 	conn  net.Conn
 	state atomic.Int32
@@ -91,7 +93,15 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 	defer release(slots)
 	s.active.Add(1)
 	defer s.active.Add(-1)
-	cc := &clientConn{svc: s, cfg: s.config(), conn: c, peerIP: addrIP(c.RemoteAddr()), peer: addrOf(c.RemoteAddr())}
+	vs := s.config()
+	var tc *tls.Conn
+	if f := s.tls.Load(); f != nil {
+		if tc = s.handshake(c, f, vs); tc == nil {
+			return
+		}
+		c = tc
+	}
+	cc := &clientConn{svc: s, tls: tc, cfg: vs, conn: c, peerIP: addrIP(c.RemoteAddr()), peer: addrOf(c.RemoteAddr())}
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		cc.port = strconv.Itoa(ta.Port)
 	}
@@ -630,11 +640,16 @@ func (cc *clientConn) tunnel(bc *backendConn, n int) bool {
 func (cc *clientConn) writeRequestHead(w *writer) {
 	req := &cc.req
 	ff := cc.cfg.ForwardedFor
+	certs := false
+	if cc.tls != nil {
+		f := cc.svc.tls.Load()
+		certs = f != nil && f.clientAuth
+	}
 	w.Write(req.line)
 	w.WriteString("\r\n")
 	for i := range req.headers {
 		h := &req.headers[i]
-		if req.dropField(h.name) || (ff && forwardedField(h.name) != 0) {
+		if req.dropField(h.name) || (ff && forwardedField(h.name) != 0) || (certs && isClientCertField(h.name)) {
 			continue
 		}
 		writeField(w, h.name, h.value)
@@ -649,6 +664,9 @@ func (cc *clientConn) writeRequestHead(w *writer) {
 	if req.trailersTE {
 		w.WriteString("TE: trailers\r\n")
 	}
+	if certs {
+		cc.writeClientCert(w)
+	}
 	if ff {
 		// X-Forwarded-For: the client's list, then this hop's peer.
 		w.WriteString("X-Forwarded-For: ")
@@ -660,7 +678,11 @@ func (cc *clientConn) writeRequestHead(w *writer) {
 			}
 		}
 		w.WriteString(cc.peerIP)
-		w.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+		if cc.tls != nil {
+			w.WriteString("\r\nX-Forwarded-Proto: https\r\n")
+		} else {
+			w.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+		}
 		if len(req.host) > 0 {
 			writeNamed(w, "X-Forwarded-Host", req.host)
 		}

@@ -266,5 +266,9 @@ func (cc *clientConn) writeSetCookie(w *writer) {
 	w.WriteString(p.cfg.CookieName)
 	w.WriteString("=")
 	w.WriteString(cc.setCookie)
-	w.WriteString("; Path=/; HttpOnly; SameSite=Lax\r\n")
+	w.WriteString("; Path=/; HttpOnly; SameSite=Lax")
+	if cc.tls != nil {
+		w.WriteString("; Secure")
+	}
+	w.WriteString("\r\n")
 }

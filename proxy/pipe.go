@@ -94,6 +94,9 @@ func watchIdle(client, server net.Conn, clientIdle, serverIdle time.Duration, on
 
 // sinceLastData returns how long ago the connection last received data.
 func sinceLastData(c net.Conn) (time.Duration, bool) {
+	if u, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS
+		c = u.NetConn()
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return 0, false

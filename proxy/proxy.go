@@ -20,18 +20,22 @@ import (
 	"github.com/fulcrumlb/fulcrum/balancer"
 	"github.com/fulcrumlb/fulcrum/config"
 	"github.com/fulcrumlb/fulcrum/healthcheck"
+	"github.com/fulcrumlb/fulcrum/tlsterm"
 )
 
 // Proxy runs the virtual services of a configuration, and applies new
 // configurations (Apply) and runtime changes without stopping.
 type Proxy struct {
-	log    *zap.Logger
-	events *eventLog
+	log         *zap.Logger
+	events      *eventLog
+	tickets     *tlsterm.Rotator // session ticket keys of every TLS service
+	stopTickets context.CancelFunc
 
 	mu        sync.Mutex // serialises Start, Apply, Shutdown and runtime changes
 	cfg       *config.Config
-	services  []*Service           // configuration order
-	listeners map[string]*listener // by listenKey
+	services  []*Service             // configuration order
+	listeners map[string]*listener   // by listenKey
+	redirects map[string]*redirector // tls.redirect_http listeners, by listenKey
 	started   bool
 	stopped   bool
 	accepting sync.WaitGroup // accept loops
@@ -49,7 +53,8 @@ type listener struct {
 
 // New builds the services of cfg; nothing listens until Start.
 func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
-	p := &Proxy{log: log, events: newEventLog(), cfg: cfg, listeners: make(map[string]*listener)}
+	p := &Proxy{log: log, events: newEventLog(), cfg: cfg, listeners: make(map[string]*listener),
+		tickets: tlsterm.NewRotator(ticketKeyPeriod)}
 	for _, vs := range cfg.VirtualServices {
 		s, err := p.newService(vs, cfg.Global.AccessLog)
 		if err != nil {
@@ -76,13 +81,25 @@ func (p *Proxy) Start() error {
 	if err != nil {
 		return err
 	}
+	if err := p.applyRedirects(p.cfg); err != nil {
+		for _, l := range bound {
+			l.ln.Close()
+		}
+		return err
+	}
 	for _, s := range p.services {
 		s.start()
 	}
 	p.attach(p.services, bound)
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stopTickets = cancel
+	go p.tickets.Run(ctx)
 	p.started = true
 	return nil
 }
+
+// ticketKeyPeriod is how often TLS session ticket keys rotate.
+const ticketKeyPeriod = time.Hour
 
 // bind opens the listen addresses of services that are not open yet; on
 // failure it closes what it opened.
@@ -215,6 +232,10 @@ func release(slots chan struct{}) {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.stopped = true
+	if p.stopTickets != nil {
+		p.stopTickets()
+	}
+	p.closeRedirects(ctx)
 	for k, l := range p.listeners {
 		l.ln.Close()
 		delete(p.listeners, k)
@@ -238,6 +259,7 @@ type Service struct {
 
 	cfg     atomic.Pointer[config.VirtualService]
 	reals   atomic.Pointer[realSet]
+	tls     atomic.Pointer[tlsFront]      // nil without TLS
 	persist atomic.Pointer[persister]     // nil without persistence or a hashing scheduler
 	slots   atomic.Pointer[chan struct{}] // nil when max_conns is 0
 	access  atomic.Pointer[zap.Logger]    // nil when the access log is off
@@ -305,6 +327,10 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 	if err != nil {
 		return nil, fmt.Errorf("virtual service %q: health_check: %w", vs.Name, err)
 	}
+	front, err := p.newTLSFront(vs, nil)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
 		Name:     vs.Name,
 		probe:    probe,
@@ -315,6 +341,7 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 		stopCh:   make(chan struct{}),
 	}
 	s.cfg.Store(vs)
+	s.tls.Store(front)
 	s.setAccess(accessLog)
 	s.setSlots(vs.MaxConns)
 	s.persist.Store(newPersister(vs, nil))

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/fulcrumlb/fulcrum/balancer"
 	"github.com/fulcrumlb/fulcrum/config"
 	"github.com/fulcrumlb/fulcrum/healthcheck"
+	"github.com/fulcrumlb/fulcrum/tlsterm"
 )
 
 // realServer is a balancer.Server with its pool of idle connections, its
@@ -21,7 +23,9 @@ import (
 // admin state.
 type realServer struct {
 	*balancer.Server
-	svc *Service
+	svc    *Service
+	tlsCfg *tls.Config // re-encryption, nil for plain TCP
+	tlsErr error       // why tlsCfg could not be built
 
 	mu      sync.Mutex
 	idle    []*backendConn // LIFO: the most recently used first, the warmest
@@ -66,6 +70,11 @@ func newRealServer(svc *Service, rc *config.RealServer) *realServer {
 		agentPct:    100,
 		agentWeight: -1,
 		agentMax:    -1,
+	}
+	if rc.TLS {
+		// The file was checked; a CA file that broke since makes every
+		// connect fail, and say why.
+		rs.tlsCfg, rs.tlsErr = tlsterm.ClientConfig(rc)
 	}
 	rs.operator, _ = balancer.ParseAdminState(rc.State) // "" (not from a file) is Ready
 	rs.Server.SetAdminState(rs.operator)

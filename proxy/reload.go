@@ -58,7 +58,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	// changes, so that their errors too leave the old configuration.
 	changes := make(map[*Service]*serviceChange, len(updates))
 	for s, vs := range updates {
-		c, err := s.prepare(vs)
+		c, err := s.prepare(p, vs)
 		if err != nil {
 			return err
 		}
@@ -68,6 +68,14 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	bound, err := p.bind(cfg.VirtualServices)
 	if err != nil {
 		return err
+	}
+	if p.started {
+		if err := p.applyRedirects(cfg); err != nil {
+			for _, l := range bound {
+				l.ln.Close()
+			}
+			return err
+		}
 	}
 
 	// Commit.
@@ -106,11 +114,18 @@ type serviceChange struct {
 	sched       balancer.Scheduler // nil when unchanged
 	probe       healthcheck.Probe  // valid when checkChange
 	checkChange bool
+	tls         *tlsFront // the certificates, re-read
 }
 
-func (s *Service) prepare(vs *config.VirtualService) (*serviceChange, error) {
+func (s *Service) prepare(p *Proxy, vs *config.VirtualService) (*serviceChange, error) {
 	old := s.config()
 	c := &serviceChange{vs: vs}
+	// Certificates are re-read on every reload (they are renewed in place).
+	front, err := p.newTLSFront(vs, s.tls.Load())
+	if err != nil {
+		return nil, err
+	}
+	c.tls = front
 	if vs.Scheduler != old.Scheduler {
 		sched, err := balancer.New(vs.Scheduler)
 		if err != nil {
@@ -133,6 +148,7 @@ func (s *Service) update(c *serviceChange, accessLog bool) {
 	old := s.config()
 	vs := c.vs
 	s.cfg.Store(vs)
+	s.tls.Store(c.tls)
 	s.persist.Store(newPersister(vs, s.persist.Load()))
 	s.setAccess(accessLog)
 	if vs.MaxConns != old.MaxConns {
@@ -153,7 +169,7 @@ func (s *Service) update(c *serviceChange, accessLog bool) {
 	var list, added []*realServer
 	for _, rc := range vs.RealServers {
 		rs := cur[rc.Name]
-		if rs != nil && rs.Address == rc.Address {
+		if rs != nil && rs.Address == rc.Address && sameTLS(&rs.file, rc) {
 			delete(cur, rc.Name)
 			rs.reconfigure(rc)
 			if c.checkChange {
@@ -176,4 +192,11 @@ func (s *Service) update(c *serviceChange, accessLog bool) {
 	for _, rs := range added {
 		rs.startMonitor(s.probe)
 	}
+}
+
+// sameTLS reports whether two entries of a real server connect the same way
+// (a change of TLS settings makes a new real server).
+func sameTLS(a, b *config.RealServer) bool {
+	return a.TLS == b.TLS && a.TLSServerName == b.TLSServerName && a.TLSVerify == b.TLSVerify &&
+		a.TLSCA == b.TLSCA && a.Protocol == b.Protocol
 }

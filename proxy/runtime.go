@@ -39,6 +39,11 @@ func (s *Service) status() ServiceStatus {
 		Requests:    s.requests.Load(),
 		Errors:      s.failed.Load(),
 	}
+	if f := s.tls.Load(); f != nil {
+		for _, c := range f.store.Info() {
+			st.Certificates = append(st.Certificates, CertificateStatus(c))
+		}
+	}
 	var available, down, offline int
 	for _, rs := range s.reals.Load().list {
 		r := rs.status()

@@ -42,6 +42,18 @@ type ServiceStatus struct {
 	// Errors counts requests the proxy itself failed (4xx/5xx it generated).
 	Errors      uint64             `json:"errors"`
 	RealServers []RealServerStatus `json:"real_servers"`
+	// Certificates are the TLS certificates served (none without TLS).
+	Certificates []CertificateStatus `json:"certificates,omitempty"`
+}
+
+// CertificateStatus is one served TLS certificate. Expiring is true within
+// 14 days of NotAfter (and after it).
+type CertificateStatus struct {
+	File     string    `json:"file"`
+	Names    []string  `json:"names"`
+	NotAfter time.Time `json:"not_after"`
+	DaysLeft int       `json:"days_left"`
+	Expiring bool      `json:"expiring"`
 }
 
 // RealServerStatus is a snapshot of one real server.
