@@ -165,7 +165,7 @@ func TestUsage(t *testing.T) {
 // three different demo real servers answer.
 func TestDemo(t *testing.T) {
 	needCurl(t)
-	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"} {
+	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:9080", "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"} {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Skipf("fulcrum demo needs %s, which is busy: %v", addr, err)
@@ -173,7 +173,7 @@ func TestDemo(t *testing.T) {
 		l.Close()
 	}
 	f := startProcess(t, "demo")
-	f.waitListening("127.0.0.1:8080")
+	f.waitListening("127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:9080")
 
 	line := regexp.MustCompile(`^(demo[123]): Fulcrum demo real server at 127\.0\.0\.1:(900[123]) \(client 127\.0\.0\.1, GET /x\)$`)
 	seen := map[string]bool{}
@@ -190,6 +190,10 @@ func TestDemo(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Errorf("answered by %v, want three different demo real servers", seen)
+	}
+	// The same farm over HTTPS, with the certificate made at start.
+	if r := curl(t, "-k", "https://127.0.0.1:8443/x"); r.code != 0 || !line.MatchString(strings.TrimSuffix(r.stdout, "\n")) {
+		t.Errorf("demo over HTTPS: exit %d, %q %s", r.code, r.stdout, r.stderr)
 	}
 	if code := f.stop(); code != 0 {
 		t.Errorf("exit code %d, want 0", code)

@@ -817,8 +817,8 @@ func (cc *clientConn) account() {
 func (cc *clientConn) logExchange() {
 	s := cc.svc
 	access := s.access.Load()
-	if access == nil && cc.errMsg == "" {
-		return
+	if (access == nil && cc.errMsg == "") || (cc.status == 0 && cc.errMsg == "") {
+		return // nothing to say, or no request came (the client just left)
 	}
 	rsName := "-"
 	if cc.rs != nil {

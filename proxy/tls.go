@@ -14,32 +14,28 @@ import (
 	"github.com/fulcrumlb/fulcrum/tlsterm"
 )
 
-// tlsFront is a virtual service's TLS termination: its certificates (kept
-// across reloads, so that a reload re-reads them without a new store) and
-// the tls.Config built from them.
+// tlsFront is a virtual service's TLS termination: its certificates and the
+// tls.Config built from them. A reload builds a new one (re-reading the
+// files) and switches to it only when the whole reload is committed.
 type tlsFront struct {
 	store      *tlsterm.Store
 	cfg        *tls.Config
 	clientAuth bool // client certificates are verified: pass them on in headers
 }
 
-// newTLSFront builds the TLS termination of vs, re-reading its certificate
-// files into old's store when there is one; nil when vs has no TLS. On an
-// error the old certificates keep serving.
+// newTLSFront builds the TLS termination of vs, reading its certificate
+// files; nil when vs has no TLS. old is the front it replaces, if any.
 func (p *Proxy) newTLSFront(vs *config.VirtualService, old *tlsFront) (*tlsFront, error) {
 	if len(vs.TLS.Certificates) == 0 {
 		return nil, nil
 	}
 	store := tlsterm.NewStore()
-	if old != nil {
-		store = old.store
-	}
 	warnings, err := store.Load(vs.TLS.Certificates)
 	if err != nil {
 		return nil, fmt.Errorf("virtual service %q: tls: %w", vs.Name, err)
 	}
 	for _, w := range warnings {
-		p.log.Warn("certificate expires soon", zap.String("service", vs.Name), zap.String("detail", w))
+		p.log.Warn("certificate warning", zap.String("service", vs.Name), zap.String("detail", w))
 	}
 	tc := vs.TLS
 	// "h2" may be listed (config accepts it) but is not offered until the
