@@ -46,7 +46,7 @@ func TestWebUITakeOffline(t *testing.T) {
 		offline = rowA + ` button[data-action="maintenance"]`
 	)
 	screenshot := func(name string) {
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG (below: JPEG)
 		if err != nil {
 			t.Errorf("screenshot: %v", err)
 			return

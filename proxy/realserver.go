@@ -164,6 +164,12 @@ func (rs *realServer) checkAddr(port int) string {
 // settings, keeping the server's present health.
 func (rs *realServer) startMonitor(probe healthcheck.Probe) {
 	hc := &rs.svc.config().HealthCheck
+	rs.state.Lock()
+	rs.last.Type = hc.Type
+	if probe == nil {
+		rs.last.Type = config.CheckNone // also for "" (configs built in code)
+	}
+	rs.state.Unlock()
 	if probe == nil && hc.AgentPort == 0 {
 		// No check at all (any more): nothing could bring a down server
 		// back, so it counts as up.
@@ -193,7 +199,6 @@ func (rs *realServer) startMonitor(probe healthcheck.Probe) {
 	done := make(chan struct{})
 	rs.state.Lock()
 	rs.stopMonitor, rs.monitorDone = cancel, done
-	rs.last.Type = hc.Type
 	rs.state.Unlock()
 	rs.monitor.Store(m)
 	go func() {
