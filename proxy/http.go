@@ -74,11 +74,9 @@ type clientConn struct {
 	tried        balancer.Tried
 	rs           *realServer
 	status       int
-	generated    bool        // the proxy answered (fail), not the real server
-	connFailed   bool        // the last attempt could not connect (observed already)
-	persisted    bool        // persistence chose the real server
-	cookieRS     *realServer // the server the request's persistence cookie names
-	setCookie    string      // the persistence cookie token to insert in the response
+	generated    bool   // the proxy answered (fail), not the real server
+	connFailed   bool   // the last attempt could not connect (observed already)
+	choice       choice // persistence
 	bytesIn      int64
 	bytesOut     int64
 	errMsg       string
@@ -217,7 +215,7 @@ func (cc *clientConn) awaitRequest() bool {
 func (cc *clientConn) exchange() bool {
 	cc.start = time.Now()
 	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
-	cc.connFailed, cc.persisted, cc.cookieRS, cc.setCookie = false, false, nil, ""
+	cc.connFailed, cc.choice = false, choice{}
 	cc.rs, cc.status, cc.generated, cc.bytesIn, cc.bytesOut, cc.errMsg, cc.err = nil, 0, false, 0, 0, "", nil
 	cc.tried = balancer.Tried{}
 	cc.logMethod, cc.logTarget = cc.logMethod[:0], cc.logTarget[:0]
@@ -300,7 +298,7 @@ func (cc *clientConn) proxyRequest() bool {
 	s := cc.svc
 	var connErr error
 	for attempt := 0; ; attempt++ {
-		srv, err := cc.pick()
+		srv, err := s.pick(cc, &cc.choice, &cc.tried)
 		if err != nil {
 			if connErr != nil {
 				return cc.fail(502, "no real server could be reached", connErr)
@@ -351,7 +349,7 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 			}
 		}
 		cc.backend.Store(bc)
-		cc.remember(rs)
+		cc.svc.remember(cc, &cc.choice, rs)
 		keep, replay := cc.forward(bc, reused)
 		if !replay {
 			return keep, nil
@@ -542,7 +540,7 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 	}
 	cc.consumeHead()
 	cc.status = resp.status
-	cc.learn(bc.rs)
+	cc.learnAll(bc.rs)
 	now = time.Now() // the response may have been long in coming
 
 	// Framing of the response body (RFC 9112 §6.3).

@@ -104,35 +104,152 @@ func newTokens(signer *persistence.Signer, service string, list []*realServer) *
 	return t
 }
 
-// Per-request persistence in http mode.
+// The decisions below are made the same way for every HTTP front end: they
+// read a request through requestView and keep their state in a choice.
+
+// requestView is what scheduling and persistence read of a request, whatever
+// protocol carried it (HTTP/1.1: clientConn; HTTP/2: h2request).
+type requestView interface {
+	peerAddr() netip.Addr
+	field(lowerName string) []byte // the first value of a header field, or nil
+	cookie(name string) ([]byte, bool)
+	path() []byte // the request target without its query
+}
+
+// choice is one request's persistence state across its attempts.
+type choice struct {
+	persisted bool        // persistence chose the real server
+	cookieRS  *realServer // the server the request's persistence cookie names
+	setCookie string      // the persistence cookie token to insert in the response
+}
 
 // stuck returns the real server the request is tied to, if any.
-func (cc *clientConn) stuck(p *persister) *realServer {
-	set := cc.svc.reals.Load()
+func (s *Service) stuck(p *persister, rv requestView, ch *choice) *realServer {
+	set := s.reals.Load()
 	switch p.method {
 	case config.PersistCookie:
-		if v, ok := cc.cookie(p.cfg.CookieName); ok && set.tokens != nil {
-			cc.cookieRS = set.tokens.byToken[string(v)] // no allocation: map lookup by converted bytes
-			return cc.cookieRS
+		if v, ok := rv.cookie(p.cfg.CookieName); ok && set.tokens != nil {
+			ch.cookieRS = set.tokens.byToken[string(v)] // no allocation: map lookup by converted bytes
+			return ch.cookieRS
 		}
 	case config.PersistAppCookie:
-		if v, ok := cc.cookie(p.cfg.CookieName); ok {
+		if v, ok := rv.cookie(p.cfg.CookieName); ok {
 			if name, ok := p.keys.Get(string(v)); ok {
 				return set.byName[name]
 			}
 		}
 	case config.PersistHeader:
-		if v := cc.req.field(p.header); len(v) > 0 {
+		if v := rv.field(p.header); len(v) > 0 {
 			if name, ok := p.keys.Get(string(v)); ok {
 				return set.byName[name]
 			}
 		}
 	case config.PersistSourceIP:
-		if name, ok := p.addrs.Get(p.sourceKey(cc.peer)); ok {
+		if name, ok := p.addrs.Get(p.sourceKey(rv.peerAddr())); ok {
 			return set.byName[name]
 		}
 	}
 	return nil
+}
+
+// addrHash is the source_hash key of a client address: its 4 bytes for
+// IPv4, 16 for IPv6 (as balancer.SourceHash documents).
+func addrHash(a netip.Addr) uint64 {
+	if a.Is4() {
+		b := a.As4()
+		return balancer.HashBytes(b[:])
+	}
+	b := a.As16()
+	return balancer.HashBytes(b[:])
+}
+
+// requestKey is what a hashing scheduler hashes for this request; ok is
+// false when the request has none (header_hash without the header).
+func requestKey(p *persister, rv requestView) (uint64, bool) {
+	switch p.sched {
+	case "source_hash":
+		return addrHash(rv.peerAddr()), true
+	case "uri_hash":
+		return balancer.HashBytes(rv.path()), true
+	case "header_hash":
+		if v := rv.field(p.hashHd); len(v) > 0 {
+			return balancer.HashBytes(v), true
+		}
+	}
+	return 0, false
+}
+
+// pick chooses the real server of one attempt: the persistent one when the
+// request is tied to one that is reachable (a draining server still takes
+// its persistent clients), else the scheduler's choice.
+func (s *Service) pick(rv requestView, ch *choice, tried *balancer.Tried) (*balancer.Server, error) {
+	p := s.persist.Load()
+	if p == nil {
+		return s.Pool.Acquire(tried)
+	}
+	if tried.Len() == 0 && p.method != config.PersistNone {
+		if rs := s.stuck(p, rv, ch); rs != nil {
+			if err := s.Pool.AcquireServer(rs.Server); err == nil {
+				ch.persisted = true
+				return rs.Server, nil
+			}
+			// Down, in maintenance or gone: rescheduled, and the entry is
+			// replaced below.
+		}
+	}
+	ch.persisted = false
+	if key, ok := requestKey(p, rv); ok {
+		return s.Pool.AcquireKey(tried, key)
+	}
+	return s.Pool.Acquire(tried)
+}
+
+// remember records where the request went, once it reached rs: a stick
+// entry, or the cookie to insert in the response.
+func (s *Service) remember(rv requestView, ch *choice, rs *realServer) {
+	p := s.persist.Load()
+	if p == nil {
+		return
+	}
+	switch p.method {
+	case config.PersistCookie:
+		if set := s.reals.Load(); set.tokens != nil && ch.cookieRS != rs {
+			ch.setCookie = set.tokens.ofServer[rs]
+		}
+	case config.PersistSourceIP:
+		if !ch.persisted {
+			p.addrs.Put(p.sourceKey(rv.peerAddr()), rs.Name)
+		}
+	case config.PersistHeader:
+		if v := rv.field(p.header); len(v) > 0 && !ch.persisted {
+			p.keys.Put(string(v), rs.Name)
+		}
+	}
+}
+
+// learn reads the application's session cookie (app_cookie) from one
+// Set-Cookie field value of rs's response.
+func (s *Service) learn(setCookie []byte, rs *realServer) {
+	p := s.persist.Load()
+	if p == nil || p.method != config.PersistAppCookie {
+		return
+	}
+	if name, value, ok := persistence.SetCookieName(setCookie); ok && string(name) == p.cfg.CookieName && len(value) > 0 {
+		p.keys.Put(string(value), rs.Name)
+	}
+}
+
+// HTTP/1.1: clientConn is a requestView.
+
+func (cc *clientConn) peerAddr() netip.Addr          { return cc.peer }
+func (cc *clientConn) field(lowerName string) []byte { return cc.req.field(lowerName) }
+
+func (cc *clientConn) path() []byte {
+	path := cc.req.target
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	return path
 }
 
 // cookie returns the value of the named cookie in the request.
@@ -159,99 +276,14 @@ func (h *head) field(name string) []byte {
 	return nil
 }
 
-// addrHash is the source_hash key of a client address: its 4 bytes for
-// IPv4, 16 for IPv6 (as balancer.SourceHash documents).
-func addrHash(a netip.Addr) uint64 {
-	if a.Is4() {
-		b := a.As4()
-		return balancer.HashBytes(b[:])
-	}
-	b := a.As16()
-	return balancer.HashBytes(b[:])
-}
-
-// requestKey is what a hashing scheduler hashes for this request; ok is
-// false when the request has none (header_hash without the header).
-func (cc *clientConn) requestKey(p *persister) (uint64, bool) {
-	switch p.sched {
-	case "source_hash":
-		return addrHash(cc.peer), true
-	case "uri_hash":
-		path := cc.req.target
-		if i := bytes.IndexByte(path, '?'); i >= 0 {
-			path = path[:i]
-		}
-		return balancer.HashBytes(path), true
-	case "header_hash":
-		if v := cc.req.field(p.hashHd); len(v) > 0 {
-			return balancer.HashBytes(v), true
-		}
-	}
-	return 0, false
-}
-
-// pick chooses the real server of one attempt: the persistent one when the
-// request is tied to one that is reachable (a draining server still takes
-// its persistent clients), else the scheduler's choice.
-func (cc *clientConn) pick() (*balancer.Server, error) {
-	s := cc.svc
-	p := s.persist.Load()
-	if p == nil {
-		return s.Pool.Acquire(&cc.tried)
-	}
-	if cc.tried.Len() == 0 && p.method != config.PersistNone {
-		if rs := cc.stuck(p); rs != nil {
-			if err := s.Pool.AcquireServer(rs.Server); err == nil {
-				cc.persisted = true
-				return rs.Server, nil
-			}
-			// Down, in maintenance or gone: rescheduled, and the entry is
-			// replaced below.
-		}
-	}
-	cc.persisted = false
-	if key, ok := cc.requestKey(p); ok {
-		return s.Pool.AcquireKey(&cc.tried, key)
-	}
-	return s.Pool.Acquire(&cc.tried)
-}
-
-// remember records where the request went, once it reached rs: a stick
-// entry, or the cookie to insert in the response.
-func (cc *clientConn) remember(rs *realServer) {
-	p := cc.svc.persist.Load()
-	if p == nil {
-		return
-	}
-	switch p.method {
-	case config.PersistCookie:
-		if set := cc.svc.reals.Load(); set.tokens != nil && cc.cookieRS != rs {
-			cc.setCookie = set.tokens.ofServer[rs]
-		}
-	case config.PersistSourceIP:
-		if !cc.persisted {
-			p.addrs.Put(p.sourceKey(cc.peer), rs.Name)
-		}
-	case config.PersistHeader:
-		if v := cc.req.field(p.header); len(v) > 0 && !cc.persisted {
-			p.keys.Put(string(v), rs.Name)
-		}
-	}
-}
-
-// learn reads the application's session cookie from a response (app_cookie).
-func (cc *clientConn) learn(rs *realServer) {
-	p := cc.svc.persist.Load()
-	if p == nil || p.method != config.PersistAppCookie {
+// learnAll feeds every Set-Cookie of the response to learn.
+func (cc *clientConn) learnAll(rs *realServer) {
+	if p := cc.svc.persist.Load(); p == nil || p.method != config.PersistAppCookie {
 		return
 	}
 	for i := range cc.resp.headers {
-		h := &cc.resp.headers[i]
-		if len(h.name) != 10 || !equalFold(h.name, "set-cookie") {
-			continue
-		}
-		if name, value, ok := persistence.SetCookieName(h.value); ok && string(name) == p.cfg.CookieName && len(value) > 0 {
-			p.keys.Put(string(value), rs.Name)
+		if h := &cc.resp.headers[i]; len(h.name) == 10 && equalFold(h.name, "set-cookie") {
+			cc.svc.learn(h.value, rs)
 		}
 	}
 }
@@ -259,13 +291,13 @@ func (cc *clientConn) learn(rs *realServer) {
 // writeSetCookie adds the persistence cookie to a response head.
 func (cc *clientConn) writeSetCookie(w *writer) {
 	p := cc.svc.persist.Load()
-	if p == nil || cc.setCookie == "" {
+	if p == nil || cc.choice.setCookie == "" {
 		return
 	}
 	w.WriteString("Set-Cookie: ")
 	w.WriteString(p.cfg.CookieName)
 	w.WriteString("=")
-	w.WriteString(cc.setCookie)
+	w.WriteString(cc.choice.setCookie)
 	w.WriteString("; Path=/; HttpOnly; SameSite=Lax")
 	if cc.tls != nil {
 		w.WriteString("; Secure")
