@@ -165,8 +165,8 @@ type RealServer struct {
 	// If empty, the system roots. Used only with TLS and TLSVerify.
 	TLSCA string `toml:"tls_ca"`
 	// Protocol is what the proxy speaks to the real server (http mode):
-	// http/1.1; h2 is refused until the HTTP/2 work lands. If absent,
-	// http/1.1.
+	// http/1.1, whichever protocol the client speaks; h2 is refused until
+	// HTTP/2 to real servers lands. If absent, http/1.1.
 	Protocol string `toml:"protocol"`
 	// State is the server's admin state at start: ready, drain or
 	// maintenance. If absent, ready. A state set at run time (admin API)
@@ -269,8 +269,8 @@ type TLS struct {
 	// absent, 1.2.
 	MinVersion string `toml:"min_version"`
 	// ALPN lists the protocols offered (RFC 7301), in order of preference:
-	// "http/1.1" ("h2" is refused until the HTTP/2 front end lands). If
-	// absent, ["http/1.1"]; it may not be empty.
+	// "h2" (HTTP/2) and "http/1.1". A client that offers no ALPN speaks
+	// HTTP/1.1. If absent, ["h2", "http/1.1"]; it may not be empty.
 	ALPN []string `toml:"alpn"`
 	// HTTP3 also serves HTTP/3 over QUIC on the same address (UDP). Not
 	// implemented yet: true is refused. If absent, false.
@@ -307,7 +307,7 @@ type Certificate struct {
 // proxy speaks to a real server for real_server.protocol.
 const (
 	ProtoHTTP1 = "http/1.1"
-	ProtoH2    = "h2" // refused until the HTTP/2 work lands
+	ProtoH2    = "h2" // alpn only: refused for real_server.protocol until HTTP/2 to real servers lands
 )
 
 // Client certificate authentication (tls.client_auth).
@@ -488,7 +488,7 @@ func (r *RealServer) setDefaults() {
 
 func (t *TLS) setDefaults() {
 	t.MinVersion = DefaultTLSMinVersion
-	t.ALPN = []string{ProtoHTTP1}
+	t.ALPN = []string{ProtoH2, ProtoHTTP1}
 	t.ClientAuth = DefaultClientAuth
 }
 

@@ -99,7 +99,7 @@ func TestGoodFull(t *testing.T) {
 	defaultTimeouts := Timeouts{
 		Connect: DefaultConnect, Client: DefaultClient, ClientHeader: DefaultClientHeader, Server: DefaultServer,
 	}
-	defaultTLS := TLS{MinVersion: DefaultTLSMinVersion, ALPN: []string{ProtoHTTP1}, ClientAuth: DefaultClientAuth}
+	defaultTLS := TLS{MinVersion: DefaultTLSMinVersion, ALPN: []string{ProtoH2, ProtoHTTP1}, ClientAuth: DefaultClientAuth}
 	defaultHealthCheck := HealthCheck{
 		Type: DefaultCheckType, Method: DefaultCheckMethod, Path: DefaultCheckPath,
 		ExpectStatus: StatusRanges{{200, 399}}, Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout,

@@ -20,11 +20,10 @@ var (
 )
 
 // Messages for what the keys accept but Fulcrum does not do yet: refused
-// rather than ignored, so that nobody believes a service speaks HTTP/2 or
-// encrypts a tcp stream when it does not.
+// rather than ignored, so that nobody believes a service speaks HTTP/2 to
+// its real servers or encrypts a tcp stream when it does not.
 const (
 	notYetTCP   = "tls in tcp mode is not implemented yet"
-	notYetH2    = `the HTTP/2 front end is not implemented yet, so "h2" is not offered: list "http/1.1" too`
 	notYetH2RS  = `"h2": HTTP/2 to real servers is not implemented yet; use "http/1.1"`
 	notYetHTTP3 = "HTTP/3 is not implemented yet; leave http3 out or set it to false"
 )
@@ -141,7 +140,7 @@ func checkValidity(file string, pair tls.Certificate, now time.Time) string {
 // empty list would offer nothing a client could pick).
 func (v *validator) alpn(p path, list []string) {
 	if len(list) == 0 {
-		v.add(p, `must list at least one protocol: ["http/1.1"]`)
+		v.add(p, `must list at least one protocol: ["h2", "http/1.1"]`)
 	}
 	first := map[string]int{} // protocol -> line of its first entry
 	for j, proto := range list {
@@ -152,13 +151,6 @@ func (v *validator) alpn(p path, list []string) {
 		}
 		first[proto] = v.line(ep)
 		v.oneOf(ep, proto, alpnProtocols)
-	}
-	// "h2" is accepted (the issue's own example lists it) but not offered
-	// until the HTTP/2 front end exists; clients then speak HTTP/1.1.
-	if _, ok := first[ProtoHTTP1]; !ok && len(list) > 0 {
-		if _, h2 := first[ProtoH2]; h2 {
-			v.add(p, "%s", notYetH2)
-		}
 	}
 }
 

@@ -72,10 +72,10 @@ certificates = [` + pair + `]
 `,
 			check: func(t *testing.T, c *Config) {
 				want := []TLS{
-					{MinVersion: "1.2", ALPN: []string{"http/1.1"}, ClientAuth: "none"},
+					{MinVersion: "1.2", ALPN: []string{"h2", "http/1.1"}, ClientAuth: "none"},
 					{
 						Certificates: []*Certificate{{Cert: f.cert, Key: f.key, Line: 10}},
-						MinVersion:   "1.2", ALPN: []string{"http/1.1"}, ClientAuth: "none",
+						MinVersion:   "1.2", ALPN: []string{"h2", "http/1.1"}, ClientAuth: "none",
 					},
 				}
 				for i, vs := range c.VirtualServices {
@@ -265,7 +265,7 @@ tls = { certificates = [` + pair + `], min_version = 1.2, alpn = [] }
 name = "web3"
 listen = "127.0.0.1:445"
 real_server = [{ address = "10.0.0.1:80" }]
-tls = { certificates = [` + pair + `], alpn = ["h2"] }
+tls = { certificates = [` + pair + `], alpn = ["h2"] } # accepted: HTTP/2 clients only
 `,
 			want: []string{
 				`lb.toml:7: virtual_service.tls.min_version: must be 1.2 or 1.3, got "1.1" (virtual_service "web")`,
@@ -274,8 +274,7 @@ tls = { certificates = [` + pair + `], alpn = ["h2"] }
 				`lb.toml:13: virtual_service.tls.alpn: "h2" is listed twice (also at line 9) (virtual_service "web")`,
 				`lb.toml:15: virtual_service.tls.http3: HTTP/3 is not implemented yet; leave http3 out or set it to false (virtual_service "web")`,
 				`lb.toml:20: virtual_service.tls.min_version: expected string, got float 1.2 (virtual_service "web2")`,
-				`lb.toml:20: virtual_service.tls.alpn: must list at least one protocol: ["http/1.1"] (virtual_service "web2")`,
-				`lb.toml:25: virtual_service.tls.alpn: the HTTP/2 front end is not implemented yet, so "h2" is not offered: list "http/1.1" too (virtual_service "web3")`,
+				`lb.toml:20: virtual_service.tls.alpn: must list at least one protocol: ["h2", "http/1.1"] (virtual_service "web2")`,
 			},
 		},
 		{

@@ -1,8 +1,13 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
 	"net"
+	"net/http"
 	"time"
+
+	"github.com/fulcrumlb/fulcrum/config"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,14 +57,19 @@ func (rs *realServer) get(check bool) *backendConn {
 }
 
 // connect opens a TCP connection to the real server (tcp mode uses it as
-// it is; http mode through dial).
-func (rs *realServer) connect() (net.Conn, error) {
+// it is; http mode through dial), within timeouts.connect, and re-encrypts
+// it for a tls real server.
+func (rs *realServer) connect() (net.Conn, error) { return rs.connectContext(context.Background()) }
+
+// connectContext is connect, given up early when ctx is done (the HTTP/2
+// client that wanted it went away).
+func (rs *realServer) connectContext(ctx context.Context) (net.Conn, error) {
 	if rs.tlsErr != nil {
 		return nil, rs.tlsErr
 	}
 	timeout := rs.svc.config().Timeouts.Connect
 	d := net.Dialer{Timeout: timeout}
-	c, err := d.Dial("tcp", rs.Address)
+	c, err := d.DialContext(ctx, "tcp", rs.Address)
 	if err != nil || rs.tlsCfg == nil {
 		return c, err
 	}
@@ -98,8 +108,12 @@ func (rs *realServer) put(bc *backendConn, now time.Time) {
 }
 
 // reap closes pooled connections idle since before the cutoff; with a zero
-// cutoff, all of them.
+// cutoff, all of them, those of the HTTP/2 front end's transport too (which
+// closes its own after backendIdleTimeout).
 func (rs *realServer) reap(cutoff time.Time) {
+	if t := rs.fwd.Load(); t != nil && cutoff.IsZero() {
+		t.CloseIdleConnections()
+	}
 	rs.mu.Lock()
 	keep := rs.idle[:0]
 	var old []*backendConn
@@ -143,4 +157,59 @@ func (bc *backendConn) close() {
 	bc.conn.Close()
 	bc.in.r, bc.in.w = 0, 0
 	bc.in.release()
+}
+
+// transport is how the HTTP/2 front end forwards requests to one real
+// server: net/http's HTTP/1.1 client over connections made by connect (so
+// that re-encryption works the same), pooled as backendConns are.
+type transport struct {
+	*http.Transport
+	headerTimeout time.Duration // timeouts.server it was made with
+}
+
+// connectError is a failure to connect to the real server: nothing was
+// sent, so another real server may be tried.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// transport returns the real server's transport for the service settings
+// vs, made on first use. A reload that changes timeouts.server makes a new
+// one (a Transport is not to be changed in use); the old one's idle
+// connections are closed, and its requests in flight finish.
+func (rs *realServer) transport(vs *config.VirtualService) *http.Transport {
+	cur := rs.fwd.Load()
+	if cur != nil && cur.headerTimeout == vs.Timeouts.Server {
+		return cur.Transport
+	}
+	next := &transport{headerTimeout: vs.Timeouts.Server, Transport: &http.Transport{
+		Proxy: nil, // never a proxy from the environment
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := rs.connectContext(ctx)
+			if err != nil {
+				return nil, &connectError{err}
+			}
+			return c, nil
+		},
+		// The requests go out as they came: no gzip asked for, no HTTP/2
+		// attempted (protocol = "h2" to real servers is not implemented).
+		DisableCompression: true,
+		TLSNextProto:       map[string]func(string, *tls.Conn) http.RoundTripper{},
+		// As the HTTP/1.1 front end's pool.
+		MaxIdleConnsPerHost: maxIdlePerServer,
+		IdleConnTimeout:     backendIdleTimeout,
+		// timeouts.server runs from the end of the request, as for
+		// HTTP/1.1. (No Expect: 100-continue reaches a real server: x/net
+		// answers it itself when the body is first read.)
+		ResponseHeaderTimeout:  vs.Timeouts.Server,
+		MaxResponseHeaderBytes: bufSize,
+	}}
+	if !rs.fwd.CompareAndSwap(cur, next) {
+		return rs.fwd.Load().Transport
+	}
+	if cur != nil {
+		cur.CloseIdleConnections()
+	}
+	return next.Transport
 }

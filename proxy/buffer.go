@@ -309,6 +309,14 @@ func (w *writer) WriteString(s string) (int, error) {
 	return len(s), nil
 }
 
+// spare returns the free space of the buffer as an empty slice, so that a
+// value can be appended in place (nothing is allocated when it fits) and
+// then written with Write, which copies it onto itself.
+func (w *writer) spare() []byte {
+	w.grab()
+	return w.buf[w.n:w.n]
+}
+
 // flush writes the buffered bytes.
 func (w *writer) flush() error {
 	if w.err != nil {

@@ -7,9 +7,9 @@ import (
 	"strconv"
 )
 
-// The proxy's own responses. Every failure goes through clientConn.fail,
-// which picks one of these, so that each failure answers once with a short
-// body and is logged once.
+// The proxy's own responses. Every failure goes through its front end's
+// fail (clientConn.fail, h2exchange.fail), which picks one of these, so
+// that each failure answers once with a short body and is logged once.
 var statusText = map[int]string{
 	400: "Bad Request",
 	408: "Request Timeout",
@@ -20,12 +20,17 @@ var statusText = map[int]string{
 	504: "Gateway Timeout",
 }
 
-// canned holds the pre-rendered responses, [status][keep-alive].
-var canned = map[int][2][]byte{}
+// canned holds the pre-rendered responses, [status][keep-alive];
+// cannedBodies their bodies, which the HTTP/2 front end sends.
+var (
+	canned       = map[int][2][]byte{}
+	cannedBodies = map[int]string{}
+)
 
 func init() {
 	for code, text := range statusText {
 		body := strconv.Itoa(code) + " " + text + "\n"
+		cannedBodies[code] = body
 		head := "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n" +
 			"Content-Type: text/plain; charset=utf-8\r\n" +
 			"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +

@@ -2,15 +2,13 @@ package proxy
 
 import (
 	"crypto/tls"
-	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
+	"golang.org/x/net/http2"
 
 	"github.com/fulcrumlb/fulcrum/balancer"
 	"github.com/fulcrumlb/fulcrum/config"
@@ -62,8 +60,13 @@ type clientConn struct {
 	req  request
 	resp response
 
+	// certs are the X-SSL-Client-* fields of the connection's client
+	// certificate, made on first use (certsSet).
+	certs    []certField
+	certsSet bool
+
 	// Per exchange.
-	start        time.Time
+	record            // what the exchange leaves for the counters and the log
 	headLen      int  // bytes of the request head in in
 	headConsumed bool // the head was discarded from in
 	keep         bool // the client connection may serve another request
@@ -72,18 +75,8 @@ type clientConn struct {
 	bodyDone     bool // the request body (if any) was read whole
 	responded    bool // response bytes went to the client
 	tried        balancer.Tried
-	rs           *realServer
-	status       int
-	generated    bool   // the proxy answered (fail), not the real server
-	connFailed   bool   // the last attempt could not connect (observed already)
 	choice       choice // persistence
-	bytesIn      int64
-	bytesOut     int64
-	errMsg       string
-	err          error
-	logMethod    []byte
-	logTarget    []byte
-	linger       bool // unread client bytes may remain: close gently
+	linger       bool   // unread client bytes may remain: close gently
 }
 
 func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
@@ -95,6 +88,10 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 	var tc *tls.Conn
 	if f := s.tls.Load(); f != nil {
 		if tc = s.handshake(c, f, vs); tc == nil {
+			return
+		}
+		if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
+			s.serveH2(tc, vs)
 			return
 		}
 		c = tc
@@ -115,19 +112,33 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 	}
 }
 
-func (s *Service) track(cc *clientConn) bool {
+// frontConn is a client connection of an HTTP front end (HTTP/1.1:
+// clientConn; HTTP/2: h2conn), as shutdown and maintenance see it.
+type frontConn interface {
+	// stop ends the connection once no request is in flight: at once if
+	// it is idle. Called when shutdown begins.
+	stop()
+	// forceClose ends the connection and its exchanges in flight; called
+	// when the shutdown grace has run out.
+	forceClose()
+	// cut ends the connection's exchanges with rs, which went into
+	// maintenance.
+	cut(rs *realServer)
+}
+
+func (s *Service) track(c frontConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.isStopping() {
 		return false
 	}
-	s.conns[cc] = struct{}{}
+	s.conns[c] = struct{}{}
 	return true
 }
 
-func (s *Service) untrack(cc *clientConn) {
+func (s *Service) untrack(c frontConn) {
 	s.mu.Lock()
-	delete(s.conns, cc)
+	delete(s.conns, c)
 	s.mu.Unlock()
 }
 
@@ -165,8 +176,6 @@ func lingerClose(c net.Conn) {
 	}
 }
 
-// forceClose ends the connection and its exchange in flight; called when
-// the shutdown grace has run out.
 func (cc *clientConn) forceClose() {
 	cc.conn.Close()
 	if bc := cc.backend.Load(); bc != nil {
@@ -174,11 +183,17 @@ func (cc *clientConn) forceClose() {
 	}
 }
 
-// stopIfIdle closes the connection if it waits for a request; called at
-// shutdown.
-func (cc *clientConn) stopIfIdle() {
+// stop closes the connection if it waits for a request; an exchange in
+// flight finishes, then the connection ends (exchange checks isStopping).
+func (cc *clientConn) stop() {
 	if cc.state.CompareAndSwap(stateIdle, stateClosed) {
 		cc.conn.Close()
+	}
+}
+
+func (cc *clientConn) cut(rs *realServer) {
+	if bc := cc.backend.Load(); bc != nil && bc.rs == rs {
+		bc.conn.Close()
 	}
 }
 
@@ -213,16 +228,15 @@ func (cc *clientConn) awaitRequest() bool {
 // exchange serves one request and reports whether the connection may serve
 // another.
 func (cc *clientConn) exchange() bool {
-	cc.start = time.Now()
 	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
-	cc.connFailed, cc.choice = false, choice{}
-	cc.rs, cc.status, cc.generated, cc.bytesIn, cc.bytesOut, cc.errMsg, cc.err = nil, 0, false, 0, 0, "", nil
+	cc.choice = choice{}
 	cc.tried = balancer.Tried{}
-	cc.logMethod, cc.logTarget = cc.logMethod[:0], cc.logTarget[:0]
+	cc.record = record{start: time.Now(), proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
 	keep := cc.serveRequest()
-	cc.logExchange()
-	cc.account()
-	return keep && !cc.svc.isStopping()
+	s := cc.svc
+	s.logExchange(&cc.record, cc.peerIP)
+	s.account(&cc.record)
+	return keep && !s.isStopping()
 }
 
 func (cc *clientConn) serveRequest() bool {
@@ -245,6 +259,9 @@ func (cc *clientConn) serveRequest() bool {
 	cc.headLen = n
 	cc.logMethod = append(cc.logMethod, req.method...)
 	cc.logTarget = append(cc.logTarget, req.target...)
+	if req.minor == 0 {
+		cc.proto = protoHTTP10
+	}
 	cc.isHead = string(req.method) == "HEAD"
 	cc.upgrade = req.connUpgrade && len(req.upgrade) > 0
 	cc.keep = (req.minor >= 1 && !req.connClose) || (req.minor == 0 && req.connKeepAlive)
@@ -292,42 +309,20 @@ func (cc *clientConn) headError(err error) bool {
 	return false
 }
 
-// proxyRequest picks a real server and forwards the request, retrying other
-// real servers when a connect fails.
+// proxyRequest forwards the request through the shared pipeline
+// (dispatch): persistence and the scheduler pick the real server, a failed
+// connect tries another.
 func (cc *clientConn) proxyRequest() bool {
-	s := cc.svc
-	var connErr error
-	for attempt := 0; ; attempt++ {
-		srv, err := s.pick(cc, &cc.choice, &cc.tried)
-		if err != nil {
-			if connErr != nil {
-				return cc.fail(502, "no real server could be reached", connErr)
-			}
-			if err == balancer.ErrQueueTimeout {
-				return cc.fail(503, "queue timeout: every real server is at max_conns", err)
-			}
-			return cc.fail(503, "no real server available", err)
-		}
-		rs := s.realOf(srv)
-		if attempt > 0 {
-			rs.retries.Add(1)
-		}
-		keep, err := cc.attempt(rs)
-		if err == nil {
-			return keep
-		}
-		connErr = err
-		cc.connFailed = true
-		rs.connectErrors.Add(1)
-		rs.observe(true, "connect: "+err.Error())
-		// Debug only: the exchange's own line reports the final failure.
-		s.log.Debug("connect to real server failed",
-			zap.String("real_server", srv.Name), zap.String("address", srv.Address), zap.Error(err))
-		cc.tried.Add(srv)
-		if attempt >= cc.cfg.Retries {
-			return cc.fail(502, "connect to real server failed", err)
-		}
+	var keep bool
+	status, reason, err := cc.svc.dispatch(cc, &cc.choice, &cc.tried, &cc.record, cc.cfg.Retries, func(rs *realServer) error {
+		k, connErr := cc.attempt(rs)
+		keep = k
+		return connErr
+	})
+	if status != 0 {
+		return cc.fail(status, reason, err)
 	}
+	return keep
 }
 
 // attempt forwards the request to one real server; it returns a non-nil
@@ -336,7 +331,6 @@ func (cc *clientConn) proxyRequest() bool {
 func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 	defer cc.svc.Pool.Release(rs.Server)
 	defer cc.backend.Store(nil)
-	cc.rs = rs
 	// A request with a body cannot be sent again, so a pooled connection
 	// for it is always checked first.
 	bc := rs.get(!cc.bodyDone)
@@ -638,11 +632,7 @@ func (cc *clientConn) tunnel(bc *backendConn, n int) bool {
 func (cc *clientConn) writeRequestHead(w *writer) {
 	req := &cc.req
 	ff := cc.cfg.ForwardedFor
-	certs := false
-	if cc.tls != nil {
-		f := cc.svc.tls.Load()
-		certs = f != nil && f.clientAuth
-	}
+	certs := cc.tls != nil && cc.svc.passClientCert()
 	w.Write(req.line)
 	w.WriteString("\r\n")
 	for i := range req.headers {
@@ -663,7 +653,16 @@ func (cc *clientConn) writeRequestHead(w *writer) {
 		w.WriteString("TE: trailers\r\n")
 	}
 	if certs {
-		cc.writeClientCert(w)
+		if !cc.certsSet {
+			cs := cc.tls.ConnectionState()
+			cc.certs, cc.certsSet = clientCertFields(&cs), true
+		}
+		for _, f := range cc.certs {
+			w.WriteString(f.name)
+			w.WriteString(": ")
+			w.WriteString(f.value)
+			w.WriteString("\r\n")
+		}
 	}
 	if ff {
 		// X-Forwarded-For: the client's list, then this hop's peer.
@@ -775,75 +774,4 @@ func (cc *clientConn) fail(status int, reason string, err error) bool {
 	}
 	cc.responded = true
 	return keep
-}
-
-// account counts the exchange for the status API and metrics, and feeds
-// passive health observation.
-func (cc *clientConn) account() {
-	s := cc.svc
-	if cc.status == 0 && cc.errMsg == "" {
-		return // no request came: the connection just ended
-	}
-	s.requests.Add(1)
-	if cc.errMsg != "" {
-		s.failed.Add(1)
-	}
-	rs := cc.rs
-	if rs == nil {
-		return
-	}
-	rs.requests.Add(1)
-	rs.bytesOut.Add(uint64(cc.bytesIn))
-	rs.bytesIn.Add(uint64(cc.bytesOut))
-	switch {
-	case !cc.generated && cc.status > 0:
-		rs.countResponse(cc.status)
-		if cc.status >= 500 {
-			rs.observe(true, "status "+strconv.Itoa(cc.status))
-		} else {
-			rs.observe(false, "")
-		}
-	case cc.generated && cc.status >= 502 && !cc.connFailed:
-		// 502 or 504 for this real server's answer (its connect
-		// failures were observed as they happened).
-		rs.observe(true, cc.errMsg)
-	}
-}
-
-// logExchange writes the exchange's one log line: an access-log line, or a
-// warning for a failure when the access log is off.
-func (cc *clientConn) logExchange() {
-	s := cc.svc
-	access := s.access.Load()
-	if (access == nil && cc.errMsg == "") || (cc.status == 0 && cc.errMsg == "") {
-		return // nothing to say, or no request came (the client just left)
-	}
-	rsName := "-"
-	if cc.rs != nil {
-		rsName = cc.rs.Name
-	}
-	fields := [10]zap.Field{
-		zap.String("client", cc.peerIP),
-		zap.String("real_server", rsName),
-		zap.ByteString("method", cc.logMethod),
-		zap.ByteString("target", cc.logTarget),
-		zap.Int("status", cc.status),
-		zap.Int64("bytes_in", cc.bytesIn),
-		zap.Int64("bytes_out", cc.bytesOut),
-		zap.Duration("duration", time.Since(cc.start)),
-	}
-	nf := 8
-	if cc.errMsg != "" {
-		fields[nf] = zap.String("error", cc.errMsg)
-		nf++
-		if cc.err != nil && !errors.Is(cc.err, io.EOF) {
-			fields[nf] = zap.NamedError("cause", cc.err)
-			nf++
-		}
-	}
-	if access != nil {
-		access.Info("request", fields[:nf]...)
-	} else {
-		s.log.Warn("request failed", fields[:nf]...)
-	}
 }

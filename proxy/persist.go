@@ -288,19 +288,14 @@ func (cc *clientConn) learnAll(rs *realServer) {
 	}
 }
 
-// writeSetCookie adds the persistence cookie to a response head.
+// writeSetCookie adds the persistence cookie to a response head, rendered
+// as every front end renders it (persistence.AppendSetCookie), in place.
 func (cc *clientConn) writeSetCookie(w *writer) {
 	p := cc.svc.persist.Load()
 	if p == nil || cc.choice.setCookie == "" {
 		return
 	}
 	w.WriteString("Set-Cookie: ")
-	w.WriteString(p.cfg.CookieName)
-	w.WriteString("=")
-	w.WriteString(cc.choice.setCookie)
-	w.WriteString("; Path=/; HttpOnly; SameSite=Lax")
-	if cc.tls != nil {
-		w.WriteString("; Secure")
-	}
+	w.Write(persistence.AppendSetCookie(w.spare(), p.cfg.CookieName, cc.choice.setCookie, cc.tls != nil))
 	w.WriteString("\r\n")
 }

@@ -1,12 +1,14 @@
 // Package proxy is Fulcrum's userspace full proxy: it accepts clients on each
-// virtual service's listen addresses and forwards HTTP/1.1 requests (http
-// mode) or raw bytes (tcp mode) to the real server its balancer.Pool picks.
+// virtual service's listen addresses and forwards HTTP requests (http mode:
+// HTTP/1.1, and HTTP/2 over TLS) or raw bytes (tcp mode) to the real server
+// its balancer.Pool picks.
 package proxy
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"maps"
 	"net"
 	"net/netip"
@@ -205,6 +207,12 @@ func (p *Proxy) acceptLoop(l *listener) {
 			continue
 		}
 		delay = 0
+		if cur := l.svc.Load(); cur != s {
+			// A reload moved the address while Accept waited: the client
+			// belongs to the new service.
+			release(slots)
+			slots, s = nil, cur
+		}
 		for !s.enter(c, slots) {
 			// The service is stopping: a reload moved the address to
 			// another service (or the process is stopping).
@@ -266,6 +274,7 @@ type Service struct {
 	probe   healthcheck.Probe             // nil without an active check; guarded by p.mu
 
 	log    *zap.Logger
+	h2log  *log.Logger // x/net/http2's complaints about clients, at debug level
 	events *eventLog
 
 	// Counters, read by Status.
@@ -275,7 +284,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	addrs    []net.Addr
-	conns    map[*clientConn]struct{}
+	conns    map[frontConn]struct{}   // HTTP client connections (both front ends)
 	tcpConns map[net.Conn]*realServer // client (nil) and real-server connections of tcp mode
 	wg       sync.WaitGroup
 	stopCh   chan struct{} // closed, under mu, when shutdown begins
@@ -327,7 +336,7 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 	if err != nil {
 		return nil, fmt.Errorf("virtual service %q: health_check: %w", vs.Name, err)
 	}
-	front, err := p.newTLSFront(vs, nil)
+	front, err := p.newTLSFront(vs)
 	if err != nil {
 		return nil, err
 	}
@@ -336,10 +345,11 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 		probe:    probe,
 		log:      p.log.With(zap.String("service", vs.Name)),
 		events:   p.events,
-		conns:    make(map[*clientConn]struct{}),
+		conns:    make(map[frontConn]struct{}),
 		tcpConns: make(map[net.Conn]*realServer),
 		stopCh:   make(chan struct{}),
 	}
+	s.h2log, _ = zap.NewStdLogAt(s.log.Named("h2"), zap.DebugLevel)
 	s.cfg.Store(vs)
 	s.tls.Store(front)
 	s.setAccess(accessLog)
@@ -484,14 +494,7 @@ func (s *Service) forgetRetired(cutoff time.Time) {
 }
 
 func (s *Service) shutdown(ctx context.Context) {
-	s.mu.Lock()
-	if !s.isStopping() { // a second Shutdown only waits
-		close(s.stopCh)
-		for cc := range s.conns {
-			cc.stopIfIdle()
-		}
-	}
-	s.mu.Unlock()
+	s.stop()
 	for _, rs := range s.reals.Load().list {
 		rs.endMonitor()
 	}
@@ -505,8 +508,8 @@ func (s *Service) shutdown(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 		s.mu.Lock()
-		for cc := range s.conns {
-			cc.forceClose()
+		for c := range s.conns {
+			c.forceClose()
 		}
 		for c := range s.tcpConns {
 			c.Close()
@@ -523,10 +526,8 @@ func (s *Service) shutdown(ctx context.Context) {
 // maintenance, which means no traffic at all.
 func (s *Service) cut(rs *realServer) {
 	s.mu.Lock()
-	for cc := range s.conns {
-		if bc := cc.backend.Load(); bc != nil && bc.rs == rs {
-			bc.conn.Close()
-		}
+	for c := range s.conns {
+		c.cut(rs)
 	}
 	for c, owner := range s.tcpConns {
 		if owner == rs {
@@ -535,6 +536,19 @@ func (s *Service) cut(rs *realServer) {
 	}
 	s.mu.Unlock()
 	rs.reap(time.Time{})
+}
+
+// stop begins a shutdown: no new clients, idle ones closed. Stopping twice
+// is harmless.
+func (s *Service) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.isStopping() {
+		close(s.stopCh)
+		for c := range s.conns {
+			c.stop()
+		}
+	}
 }
 
 // isStopping reports whether shutdown has begun.

@@ -24,8 +24,9 @@ import (
 type realServer struct {
 	*balancer.Server
 	svc    *Service
-	tlsCfg *tls.Config // re-encryption, nil for plain TCP
-	tlsErr error       // why tlsCfg could not be built
+	tlsCfg *tls.Config               // re-encryption, nil for plain TCP
+	tlsErr error                     // why tlsCfg could not be built
+	fwd    atomic.Pointer[transport] // the HTTP/2 front end's, nil until used
 
 	mu      sync.Mutex
 	idle    []*backendConn // LIFO: the most recently used first, the warmest

@@ -92,6 +92,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	for _, s := range old {
 		s.log.Info("virtual service removed by reload; draining", zap.Duration("grace", cfg.Global.Grace))
+		// Stopped now, before Apply returns, so that an accept loop that
+		// still holds it moves the client on to the address's new owner.
+		s.stop()
 		p.draining.Add(1)
 		go func() {
 			defer p.draining.Done()
@@ -121,7 +124,7 @@ func (s *Service) prepare(p *Proxy, vs *config.VirtualService) (*serviceChange, 
 	old := s.config()
 	c := &serviceChange{vs: vs}
 	// Certificates are re-read on every reload (they are renewed in place).
-	front, err := p.newTLSFront(vs, s.tls.Load())
+	front, err := p.newTLSFront(vs)
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,8 @@ type tlsFront struct {
 }
 
 // newTLSFront builds the TLS termination of vs, reading its certificate
-// files; nil when vs has no TLS. old is the front it replaces, if any.
-func (p *Proxy) newTLSFront(vs *config.VirtualService, old *tlsFront) (*tlsFront, error) {
+// files; nil when vs has no TLS.
+func (p *Proxy) newTLSFront(vs *config.VirtualService) (*tlsFront, error) {
 	if len(vs.TLS.Certificates) == 0 {
 		return nil, nil
 	}
@@ -37,19 +37,9 @@ func (p *Proxy) newTLSFront(vs *config.VirtualService, old *tlsFront) (*tlsFront
 	for _, w := range warnings {
 		p.log.Warn("certificate warning", zap.String("service", vs.Name), zap.String("detail", w))
 	}
-	tc := vs.TLS
-	// "h2" may be listed (config accepts it) but is not offered until the
-	// HTTP/2 front end exists: clients then speak HTTP/1.1.
-	tc.ALPN = nil
-	for _, proto := range vs.TLS.ALPN {
-		if proto != config.ProtoH2 {
-			tc.ALPN = append(tc.ALPN, proto)
-		}
-	}
-	if len(tc.ALPN) < len(vs.TLS.ALPN) && old == nil {
-		p.log.Warn(`tls.alpn lists "h2", which is not offered yet: the HTTP/2 front end is not implemented`, zap.String("service", vs.Name))
-	}
-	cfg, err := tlsterm.ServerConfig(&tc, store, p.tickets)
+	// Every protocol of tls.alpn is offered: "h2" is served by the HTTP/2
+	// front end (h2.go), "http/1.1" by clientConn.
+	cfg, err := tlsterm.ServerConfig(&vs.TLS, store, p.tickets)
 	if err != nil {
 		return nil, fmt.Errorf("virtual service %q: tls: %w", vs.Name, err)
 	}
@@ -75,24 +65,34 @@ func (s *Service) handshake(c net.Conn, f *tlsFront, vs *config.VirtualService) 
 // so that they cannot be forged.
 const clientCertPrefix = "x-ssl-client-"
 
-func (cc *clientConn) writeClientCert(w *writer) {
-	cs := cc.tls.ConnectionState()
-	subject, issuer, serial, fingerprint, verify := tlsterm.ClientCertFields(&cs)
-	for _, f := range [...]struct{ name, value string }{
+// certField is one X-SSL-Client-* request field.
+type certField struct{ name, value string }
+
+// clientCertFields describes the client certificate of a connection in the
+// fields passed to real servers, with values safe in a header; fields
+// without a value are left out. It allocates: call it once per connection.
+func clientCertFields(cs *tls.ConnectionState) []certField {
+	subject, issuer, serial, fingerprint, verify := tlsterm.ClientCertFields(cs)
+	fields := make([]certField, 0, 5)
+	for _, f := range [...]certField{
 		{"X-SSL-Client-Verify", verify},
 		{"X-SSL-Client-DN", subject},
 		{"X-SSL-Client-Issuer", issuer},
 		{"X-SSL-Client-Serial", serial},
 		{"X-SSL-Client-SHA256", fingerprint},
 	} {
-		if f.value == "" {
-			continue
+		if f.value != "" {
+			fields = append(fields, certField{f.name, strings.Map(fieldSafe, f.value)})
 		}
-		w.WriteString(f.name)
-		w.WriteString(": ")
-		w.WriteString(strings.Map(fieldSafe, f.value))
-		w.WriteString("\r\n")
 	}
+	return fields
+}
+
+// passClientCert reports whether requests carry the client certificate
+// fields to real servers: when the service verifies client certificates.
+func (s *Service) passClientCert() bool {
+	f := s.tls.Load()
+	return f != nil && f.clientAuth
 }
 
 // fieldSafe keeps a certificate's text a valid field value.
