@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -321,5 +322,47 @@ func TestTLSClientAuth(t *testing.T) {
 		if r := curl(t, append(append(base, who...), url)...); r.code == 0 {
 			t.Errorf("client %v was let in: %q", who, r.stdout)
 		}
+	}
+}
+
+// TestTestSSL runs testssl.sh against a TLS service: no HIGH or CRITICAL
+// finding is allowed except those about the test certificate itself
+// (self-signed chain, short validity, no revocation URI).
+func TestTestSSL(t *testing.T) {
+	bin, err := exec.LookPath("testssl")
+	if err != nil {
+		t.Skip("testssl not found: install testssl.sh (Debian package) to run the TLS conformance test")
+	}
+	ca := newTestCA(t, "testssl")
+	cert, key := ca.issue("www.example.com", false, "www.example.com", "127.0.0.1")
+	backend := newHTTPBackend(t, "a", nil)
+	vip := freeAddr(t)
+	startFulcrum(t, config{services: []service{{listen: []string{vip}, opts: tlsTable("", [2]string{cert, key}), real: []real{backend.real("")}}}})
+	report := filepath.Join(t.TempDir(), "testssl.json")
+	out, err := exec.Command(bin, "--quiet", "--color", "0", "--warnings", "batch", "--severity", "HIGH",
+		"--jsonfile", report, vip).CombinedOutput()
+	if err != nil && len(out) == 0 {
+		t.Fatalf("testssl: %v", err)
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("testssl wrote no report: %v\n%s", err, out)
+	}
+	var findings []struct{ ID, Severity, Finding string }
+	if err := json.Unmarshal(b, &findings); err != nil {
+		t.Fatalf("testssl report: %v", err)
+	}
+	if len(findings) == 0 {
+		t.Fatalf("testssl reported nothing:\n%s", out)
+	}
+	for _, f := range findings {
+		if f.Severity != "HIGH" && f.Severity != "CRITICAL" {
+			continue
+		}
+		if strings.HasPrefix(f.ID, "cert_") { // the self-signed, short-lived test certificate
+			t.Logf("allowed (test certificate): %s %s: %s", f.Severity, f.ID, f.Finding)
+			continue
+		}
+		t.Errorf("testssl: %s %s: %s", f.Severity, f.ID, f.Finding)
 	}
 }
