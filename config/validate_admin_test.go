@@ -1,19 +1,14 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
 // writeKeyPair writes a fresh self-signed certificate for NAME, valid from
@@ -39,27 +34,8 @@ func writeCert(t *testing.T, dir, name string, notBefore, notAfter time.Time) (c
 // name, and its key, in PEM.
 func newKeyPair(t *testing.T, name string, notBefore, notAfter time.Time) (certPEM, keyPEM []byte) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	cert, key := testpki.SelfSigned(t, testpki.Leaf{CN: name, DNS: []string{name}, NotBefore: notBefore, NotAfter: notAfter})
+	return testpki.PEM("CERTIFICATE", cert.Raw), testpki.KeyPEM(t, key)
 }
 
 func writeFile(t *testing.T, name string, data []byte) {

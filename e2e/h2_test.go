@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
 // TestHTTP2: over TLS, curl --http2 negotiates h2 (ALPN) and its requests,
@@ -22,8 +24,8 @@ import (
 // still speaks HTTP/1.1.
 func TestHTTP2(t *testing.T) {
 	needCurl(t)
-	ca := newTestCA(t, "h2")
-	cert, key := ca.issue("www.example.com", false, "www.example.com")
+	ca := testpki.NewCA(t, "h2")
+	cert, key := issue(t, ca, "www.example.com", false, "www.example.com")
 	backend := func(name string) *httpBackend {
 		return newHTTPBackend(t, name, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, _ := io.ReadAll(r.Body)
@@ -38,7 +40,7 @@ func TestHTTP2(t *testing.T) {
 		opts:   tlsTable("", [2]string{cert, key}), // alpn left out: the default offers h2
 		real:   []real{a.real(""), b.real("")},
 	}}})
-	base := []string{"--cacert", ca.file, "--resolve", "www.example.com:" + port + ":127.0.0.1"}
+	base := []string{"--cacert", ca.File, "--resolve", "www.example.com:" + port + ":127.0.0.1"}
 	url := "https://www.example.com:" + port + "/h2"
 
 	// Four requests in one curl run share one connection (num_connects is
@@ -113,8 +115,8 @@ func TestH2Spec(t *testing.T) {
 	if bin == "" {
 		t.Skip("h2spec not found in PATH or $(go env GOPATH)/bin: " + h2specInstall)
 	}
-	ca := newTestCA(t, "h2spec")
-	cert, key := ca.issue("localhost", false, "localhost", "127.0.0.1")
+	ca := testpki.NewCA(t, "h2spec")
+	cert, key := issue(t, ca, "localhost", false, "localhost", "127.0.0.1")
 	// h2spec needs a response body of at least 5 bytes for one of its cases.
 	backend := newHTTPBackend(t, "a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)

@@ -1,17 +1,10 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,93 +15,23 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
-// testCA is a certificate authority made for one test, which issues
-// certificates into the test's temporary directory.
-type testCA struct {
-	t    *testing.T
-	dir  string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA certificate, PEM
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
+// issue writes a certificate of ca for names (DNS names or IPs) and its
+// key; client makes it a client certificate.
+func issue(t *testing.T, ca *testpki.CA, cn string, client bool, names ...string) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{t: t, dir: t.TempDir(), cert: cert, key: key}
-	ca.file = filepath.Join(ca.dir, name+"-ca.pem")
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-var serial int64 = 100
-
-// issue writes a certificate for names (DNS names or IPs) and its key;
-// client makes it a client certificate.
-func (ca *testCA) issue(cn string, client bool, names ...string) (certFile, keyFile string) {
-	ca.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"Fulcrum e2e"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
+	l := testpki.Leaf{CN: cn, Org: "Fulcrum e2e", Client: client, NotAfter: time.Now().Add(24 * time.Hour), NoChain: true}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			l.IPs = append(l.IPs, ip)
 		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
+			l.DNS = append(l.DNS, n)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	certFile = filepath.Join(ca.dir, fmt.Sprintf("%s-%d.pem", cn, serial))
-	keyFile = filepath.Join(ca.dir, fmt.Sprintf("%s-%d.key", cn, serial))
-	writePEM(ca.t, certFile, "CERTIFICATE", der)
-	writePEM(ca.t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func writePEM(t *testing.T, path, kind string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return ca.Files(t, l)
 }
 
 // servedCN connects with SNI name and returns the common name of the
@@ -156,10 +79,10 @@ func tlsTable(extra string, pairs ...[2]string) string {
 // after a reload while wrk keeps running over HTTPS without an error.
 func TestTLSTermination(t *testing.T) {
 	needCurl(t)
-	ca := newTestCA(t, "e2e")
-	www, wwwKey := ca.issue("www.example.com", false, "www.example.com")
-	api, apiKey := ca.issue("api.example.com", false, "api.example.com")
-	wild, wildKey := ca.issue("wild.example.net", false, "*.example.net")
+	ca := testpki.NewCA(t, "e2e")
+	www, wwwKey := issue(t, ca, "www.example.com", false, "www.example.com")
+	api, apiKey := issue(t, ca, "api.example.com", false, "api.example.com")
+	wild, wildKey := issue(t, ca, "wild.example.net", false, "*.example.net")
 	proto := make(chan string, 100)
 	backend := newHTTPBackend(t, "a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -191,7 +114,7 @@ func TestTLSTermination(t *testing.T) {
 		}
 	}
 
-	r := curl(t, "--cacert", ca.file, "--resolve", "api.example.com:"+port+":127.0.0.1", "-D", "/dev/stderr",
+	r := curl(t, "--cacert", ca.File, "--resolve", "api.example.com:"+port+":127.0.0.1", "-D", "/dev/stderr",
 		"https://api.example.com:"+port+"/")
 	if r.code != 0 || r.stdout != "a" {
 		t.Fatalf("curl https: exit %d, body %q\n%s", r.code, r.stdout, r.stderr)
@@ -215,7 +138,7 @@ func TestTLSTermination(t *testing.T) {
 		out, _ := exec.Command(wrk, "-t1", "-c8", "-d3s", "https://127.0.0.1:"+port+"/").CombinedOutput()
 		done <- parseWrk(string(out))
 	}()
-	renewed, renewedKey := ca.issue("www2.example.com", false, "www.example.com")
+	renewed, renewedKey := issue(t, ca, "www2.example.com", false, "www.example.com")
 	for _, p := range [][2]string{{renewed, www}, {renewedKey, wwwKey}} {
 		b, err := os.ReadFile(p[0])
 		if err != nil {
@@ -244,9 +167,9 @@ func TestTLSTermination(t *testing.T) {
 // TestTLSReencryption: fulcrum connects to TLS real servers, verifying them
 // against a CA, or not at all.
 func TestTLSReencryption(t *testing.T) {
-	ca := newTestCA(t, "backend")
-	other := newTestCA(t, "other")
-	certFile, keyFile := ca.issue("backend.internal", false, "backend.internal")
+	ca := testpki.NewCA(t, "backend")
+	other := testpki.NewCA(t, "other")
+	certFile, keyFile := issue(t, ca, "backend.internal", false, "backend.internal")
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -262,10 +185,10 @@ func TestTLSReencryption(t *testing.T) {
 		name, opts string
 		want       int
 	}{
-		{"verified", fmt.Sprintf("tls = true\ntls_server_name = \"backend.internal\"\ntls_ca = %q\n", ca.file), 200},
+		{"verified", fmt.Sprintf("tls = true\ntls_server_name = \"backend.internal\"\ntls_ca = %q\n", ca.File), 200},
 		{"not verified", "tls = true\ntls_verify = false\n", 200},
-		{"wrong CA", fmt.Sprintf("tls = true\ntls_server_name = \"backend.internal\"\ntls_ca = %q\n", other.file), 502},
-		{"wrong name", fmt.Sprintf("tls = true\ntls_server_name = \"other.internal\"\ntls_ca = %q\n", ca.file), 502},
+		{"wrong CA", fmt.Sprintf("tls = true\ntls_server_name = \"backend.internal\"\ntls_ca = %q\n", other.File), 502},
+		{"wrong name", fmt.Sprintf("tls = true\ntls_server_name = \"other.internal\"\ntls_ca = %q\n", ca.File), 502},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			vip := freeAddr(t)
@@ -288,12 +211,12 @@ func TestTLSReencryption(t *testing.T) {
 // certificate, or one from another CA, is refused.
 func TestTLSClientAuth(t *testing.T) {
 	needCurl(t)
-	ca := newTestCA(t, "server")
-	clients := newTestCA(t, "clients")
-	strangers := newTestCA(t, "strangers")
-	cert, key := ca.issue("www.example.com", false, "www.example.com")
-	alice, aliceKey := clients.issue("alice", true)
-	mallory, malloryKey := strangers.issue("mallory", true)
+	ca := testpki.NewCA(t, "server")
+	clients := testpki.NewCA(t, "clients")
+	strangers := testpki.NewCA(t, "strangers")
+	cert, key := issue(t, ca, "www.example.com", false, "www.example.com")
+	alice, aliceKey := issue(t, clients, "alice", true)
+	mallory, malloryKey := issue(t, strangers, "mallory", true)
 	dn := make(chan string, 4)
 	backend := newHTTPBackend(t, "a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -306,10 +229,10 @@ func TestTLSClientAuth(t *testing.T) {
 	_, port, _ := net.SplitHostPort(vip)
 	startFulcrum(t, config{services: []service{{
 		listen: []string{vip},
-		opts:   tlsTable(fmt.Sprintf("client_auth = \"require\"\nclient_ca = %q\n", clients.file), [2]string{cert, key}),
+		opts:   tlsTable(fmt.Sprintf("client_auth = \"require\"\nclient_ca = %q\n", clients.File), [2]string{cert, key}),
 		real:   []real{backend.real("")},
 	}}})
-	base := []string{"--cacert", ca.file, "--resolve", "www.example.com:" + port + ":127.0.0.1"}
+	base := []string{"--cacert", ca.File, "--resolve", "www.example.com:" + port + ":127.0.0.1"}
 	url := "https://www.example.com:" + port + "/"
 	r := curl(t, append(base, "--cert", alice, "--key", aliceKey, "-H", "X-SSL-Client-DN: CN=forged", url)...)
 	if r.code != 0 || r.stdout != "a" {
@@ -333,8 +256,8 @@ func TestTestSSL(t *testing.T) {
 	if err != nil {
 		t.Skip("testssl not found: install testssl.sh (Debian package) to run the TLS conformance test")
 	}
-	ca := newTestCA(t, "testssl")
-	cert, key := ca.issue("www.example.com", false, "www.example.com", "127.0.0.1")
+	ca := testpki.NewCA(t, "testssl")
+	cert, key := issue(t, ca, "www.example.com", false, "www.example.com", "127.0.0.1")
 	backend := newHTTPBackend(t, "a", nil)
 	vip := freeAddr(t)
 	startFulcrum(t, config{services: []service{{listen: []string{vip}, opts: tlsTable("", [2]string{cert, key}), real: []real{backend.real("")}}}})

@@ -3,21 +3,11 @@
 package proxy
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,104 +17,29 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
 // testPKI is a certificate authority made for one test, with a server
-// certificate for 127.0.0.1 in files (as a configuration names them).
+// certificate for 127.0.0.1 and localhost in files (as a configuration
+// names them).
 type testPKI struct {
+	*testpki.CA
 	t                     testing.TB
-	dir                   string
-	ca                    *x509.Certificate
-	caKey                 *ecdsa.PrivateKey
-	caFile                string
-	pool                  *x509.CertPool
 	serverCert, serverKey string
 }
 
-var pkiSerial atomic.Int64
-
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(pkiSerial.Add(1)),
-		Subject:               pkix.Name{CommonName: "test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	pki := &testPKI{t: t, dir: t.TempDir(), ca: ca, caKey: key, pool: x509.NewCertPool()}
-	pki.pool.AddCert(ca)
-	pki.caFile = filepath.Join(pki.dir, "ca.pem")
-	writePEMFile(t, pki.caFile, "CERTIFICATE", der)
-	pki.serverCert, pki.serverKey = pki.issueFiles("localhost", false)
+	pki := &testPKI{CA: testpki.NewCAFor(t, pkix.Name{CommonName: "test CA"}), t: t}
+	pki.serverCert, pki.serverKey = pki.Files(t, testpki.Leaf{CN: "localhost", Org: "Fulcrum test",
+		DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, NotAfter: time.Now().Add(24 * time.Hour), NoChain: true})
 	return pki
-}
-
-// issue makes a certificate signed by the CA: a server one for 127.0.0.1
-// and localhost, or a client one.
-func (pki *testPKI) issue(cn string, client bool) (certDER []byte, key *ecdsa.PrivateKey) {
-	t := pki.t
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(pkiSerial.Add(1)),
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"Fulcrum test"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	if client {
-		tmpl.ExtKeyUsage, tmpl.DNSNames, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, nil
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, pki.ca, &key.PublicKey, pki.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der, key
-}
-
-func (pki *testPKI) issueFiles(cn string, client bool) (certFile, keyFile string) {
-	der, key := pki.issue(cn, client)
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		pki.t.Fatal(err)
-	}
-	n := pkiSerial.Add(1)
-	certFile = filepath.Join(pki.dir, cn+"-"+big.NewInt(n).String()+".pem")
-	keyFile = strings.TrimSuffix(certFile, ".pem") + ".key"
-	writePEMFile(pki.t, certFile, "CERTIFICATE", der)
-	writePEMFile(pki.t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
 }
 
 // clientCert is a client certificate for tls.Config.Certificates.
 func (pki *testPKI) clientCert(cn string) tls.Certificate {
-	der, key := pki.issue(cn, true)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func writePEMFile(t testing.TB, path, kind string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return pki.TLSCert(pki.t, testpki.Leaf{CN: cn, Org: "Fulcrum test", Client: true, NotAfter: time.Now().Add(24 * time.Hour), NoChain: true})
 }
 
 // h2env is a running HTTPS service offering h2, with its log.
@@ -177,7 +92,7 @@ func startH2With(t *testing.T, pki *testPKI, adjust func(*config.VirtualService)
 // negotiates h2), which keeps one connection for all its requests.
 func (e *h2env) client(certs ...tls.Certificate) *http.Client {
 	// DisableCompression: no Accept-Encoding, to see the proxy adds none.
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: e.pki.pool, Certificates: certs}, DisableCompression: true}
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: e.pki.Pool(), Certificates: certs}, DisableCompression: true}
 	e.t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }

@@ -74,7 +74,7 @@ func TestH2Distribution(t *testing.T) {
 		t.Errorf("counters: %+v", st)
 	}
 	// HTTP/1.1 over the same TLS service still works, and says so in the log.
-	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.pki.pool}}}
+	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.pki.Pool()}}}
 	resp, err := h1.Get(e.url + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -427,7 +427,7 @@ func TestH2ClientCert(t *testing.T) {
 	pki := newTestPKI(t)
 	e := startH2With(t, pki, func(vs *config.VirtualService) {
 		vs.TLS.ClientAuth = config.ClientAuthRequire
-		vs.TLS.ClientCA = pki.caFile // the test CA issues the client certificates too
+		vs.TLS.ClientCA = pki.File // the test CA issues the client certificates too
 	}, backend)
 	req := newRequest(t, "GET", e.url+"/", nil)
 	req.Header.Set("X-SSL-Client-DN", "CN=forged")
@@ -565,7 +565,7 @@ func TestH2Maintenance(t *testing.T) {
 // SETTINGS, for tests that need frames the net/http client does not send.
 func rawH2Conn(t *testing.T, e *h2env, settings ...http2.Setting) (*tls.Conn, *http2.Framer) {
 	t.Helper()
-	c, err := tls.Dial("tcp", e.addr, &tls.Config{RootCAs: e.pki.pool, NextProtos: []string{"h2"}})
+	c, err := tls.Dial("tcp", e.addr, &tls.Config{RootCAs: e.pki.Pool(), NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}

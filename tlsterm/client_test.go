@@ -8,13 +8,14 @@ import (
 	"testing"
 
 	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
 func TestClientConfig(t *testing.T) {
-	ca := newCA(t, "Backend CA")
-	wrong := newCA(t, "Wrong CA")
+	ca := testpki.NewCA(t, "Backend CA")
+	wrong := testpki.NewCA(t, "Wrong CA")
 	store := NewStore()
-	_, err := store.Load([]*config.Certificate{ca.files(t, leafSpec{dns: []string{"backend.internal"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}})})
+	_, err := store.Load([]*config.Certificate{certFiles(t, ca, testpki.Leaf{DNS: []string{"backend.internal"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,18 +37,18 @@ func TestClientConfig(t *testing.T) {
 		wantDial  string // from the handshake
 		wantRoots bool
 	}{
-		{name: "verify, custom CA, tls_server_name", rs: config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true, TLSCA: ca.file},
+		{name: "verify, custom CA, tls_server_name", rs: config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true, TLSCA: ca.File},
 			wantName: "backend.internal", wantRoots: true},
-		{name: "verify, custom CA, the address's IP", rs: config.RealServer{Address: addr, TLSVerify: true, TLSCA: ca.file},
+		{name: "verify, custom CA, the address's IP", rs: config.RealServer{Address: addr, TLSVerify: true, TLSCA: ca.File},
 			wantName: "127.0.0.1", wantRoots: true},
-		{name: "verify, wrong CA", rs: config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true, TLSCA: wrong.file},
+		{name: "verify, wrong CA", rs: config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true, TLSCA: wrong.File},
 			wantName: "backend.internal", wantRoots: true, wantDial: "certificate signed by unknown authority"},
 		{name: "verify, system roots", rs: config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true},
 			wantName: "backend.internal", wantDial: "certificate signed by unknown authority"},
-		{name: "verify, wrong name", rs: config.RealServer{Address: addr, TLSServerName: "other.internal", TLSVerify: true, TLSCA: ca.file},
+		{name: "verify, wrong name", rs: config.RealServer{Address: addr, TLSServerName: "other.internal", TLSVerify: true, TLSCA: ca.File},
 			wantName: "other.internal", wantRoots: true, wantDial: "certificate is valid for backend.internal, not other.internal"},
 		{name: "no verify", rs: config.RealServer{Address: addr, TLSServerName: "backend.internal"}, wantName: "backend.internal"},
-		{name: "no verify, wrong CA", rs: config.RealServer{Address: addr, TLSVerify: false, TLSCA: wrong.file},
+		{name: "no verify, wrong CA", rs: config.RealServer{Address: addr, TLSVerify: false, TLSCA: wrong.File},
 			wantName: "127.0.0.1", wantRoots: true},
 		{name: "no verify, wrong name", rs: config.RealServer{Address: addr, TLSServerName: "other.internal"}, wantName: "other.internal"},
 		{name: "IPv6 address", rs: config.RealServer{Address: "[::1]:" + port}, wantName: "::1", wantDial: "skip"},
@@ -86,9 +87,9 @@ func TestClientConfig(t *testing.T) {
 // TestClientResumes checks that new connections to a real server resume
 // the session of an earlier one.
 func TestClientResumes(t *testing.T) {
-	ca := newCA(t, "Backend CA")
+	ca := testpki.NewCA(t, "Backend CA")
 	store := NewStore()
-	if _, err := store.Load([]*config.Certificate{ca.files(t, leafSpec{dns: []string{"backend.internal"}})}); err != nil {
+	if _, err := store.Load([]*config.Certificate{certFiles(t, ca, testpki.Leaf{DNS: []string{"backend.internal"}})}); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := ServerConfig(&config.TLS{}, store, NewRotator(0))
@@ -96,7 +97,7 @@ func TestClientResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr, _ := serveTLS(t, srv)
-	cfg, err := ClientConfig(&config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true, TLSCA: ca.file})
+	cfg, err := ClientConfig(&config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true, TLSCA: ca.File})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"math/big"
 	"testing"
+
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
 func TestClientCertFields(t *testing.T) {
-	ca := newCA(t, "Client CA")
+	ca := testpki.NewCA(t, "Client CA")
 	cert := func(cn string, serial int64) *x509.Certificate {
-		c, _ := ca.issue(t, leafSpec{cn: cn, client: true, serial: big.NewInt(serial)})
+		c, _ := ca.Issue(t, testpki.Leaf{CN: cn, Client: true, Serial: big.NewInt(serial)})
 		return c
 	}
 	alice := cert("alice", 0xabc)
@@ -23,7 +25,7 @@ func TestClientCertFields(t *testing.T) {
 		return hex.EncodeToString(sum[:])
 	}
 	verified := func(c *x509.Certificate) *tls.ConnectionState {
-		return &tls.ConnectionState{PeerCertificates: []*x509.Certificate{c, ca.cert}, VerifiedChains: [][]*x509.Certificate{{c, ca.cert}}}
+		return &tls.ConnectionState{PeerCertificates: []*x509.Certificate{c, ca.Cert}, VerifiedChains: [][]*x509.Certificate{{c, ca.Cert}}}
 	}
 	tests := []struct {
 		name string

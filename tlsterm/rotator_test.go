@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
 // fakeTicks makes r tick by hand: tick returns once the rotation it caused
@@ -102,9 +103,9 @@ func TestRotatorDropsConfigs(t *testing.T) {
 // resumes while its key is among the kept ones, also on a config built
 // later with the same Rotator (as after a reload), and not once it is gone.
 func TestResumption(t *testing.T) {
-	ca := newCA(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	store := NewStore()
-	if _, err := store.Load([]*config.Certificate{ca.files(t, leafSpec{dns: []string{"www.example.com"}})}); err != nil {
+	if _, err := store.Load([]*config.Certificate{certFiles(t, ca, testpki.Leaf{DNS: []string{"www.example.com"}})}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -134,7 +135,7 @@ func TestResumption(t *testing.T) {
 				t.Fatal(err)
 			}
 			addr, _ := serveTLS(t, cfg)
-			client := &tls.Config{ServerName: "www.example.com", RootCAs: ca.pool(), MaxVersion: tt.version,
+			client := &tls.Config{ServerName: "www.example.com", RootCAs: ca.Pool(), MaxVersion: tt.version,
 				ClientSessionCache: tls.NewLRUClientSessionCache(4)}
 			cs, err := dial(t, addr, client)
 			if err != nil {
@@ -168,9 +169,9 @@ func TestResumption(t *testing.T) {
 // TestNoRotatorResumes checks that without a Rotator Go's own ticket keys
 // still resume sessions.
 func TestNoRotatorResumes(t *testing.T) {
-	ca := newCA(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	store := NewStore()
-	if _, err := store.Load([]*config.Certificate{ca.files(t, leafSpec{dns: []string{"www.example.com"}})}); err != nil {
+	if _, err := store.Load([]*config.Certificate{certFiles(t, ca, testpki.Leaf{DNS: []string{"www.example.com"}})}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := ServerConfig(&config.TLS{}, store, nil)
@@ -178,7 +179,7 @@ func TestNoRotatorResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr, _ := serveTLS(t, cfg)
-	client := &tls.Config{ServerName: "www.example.com", RootCAs: ca.pool(), ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	client := &tls.Config{ServerName: "www.example.com", RootCAs: ca.Pool(), ClientSessionCache: tls.NewLRUClientSessionCache(4)}
 	for i, want := range []bool{false, true} {
 		cs, err := dial(t, addr, client)
 		if err != nil {

@@ -9,10 +9,11 @@ import (
 	"testing"
 
 	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
 func TestServerConfig(t *testing.T) {
-	ca := newCA(t, "Client CA")
+	ca := testpki.NewCA(t, "Client CA")
 	notPEM := filepath.Join(t.TempDir(), "not.pem")
 	writeFile(t, notPEM, "no certificate here\n")
 	missing := filepath.Join(t.TempDir(), "missing.pem")
@@ -32,13 +33,13 @@ func TestServerConfig(t *testing.T) {
 		{name: "ALPN in order", tls: config.TLS{ALPN: []string{"h2", "http/1.1"}}, wantMin: tls.VersionTLS12, wantALPN: []string{"h2", "http/1.1"}},
 		{name: "client_auth none ignores client_ca", tls: config.TLS{ClientAuth: "none", ClientCA: missing},
 			wantMin: tls.VersionTLS12, wantALPN: []string{"http/1.1"}, wantAuth: tls.NoClientCert},
-		{name: "client_auth request", tls: config.TLS{ClientAuth: "request", ClientCA: ca.file},
+		{name: "client_auth request", tls: config.TLS{ClientAuth: "request", ClientCA: ca.File},
 			wantMin: tls.VersionTLS12, wantALPN: []string{"http/1.1"}, wantAuth: tls.VerifyClientCertIfGiven, wantCAs: true},
-		{name: "client_auth require", tls: config.TLS{ClientAuth: "require", ClientCA: ca.file},
+		{name: "client_auth require", tls: config.TLS{ClientAuth: "require", ClientCA: ca.File},
 			wantMin: tls.VersionTLS12, wantALPN: []string{"http/1.1"}, wantAuth: tls.RequireAndVerifyClientCert, wantCAs: true},
 		{name: "min_version 1.1", tls: config.TLS{MinVersion: "1.1"}, wantErr: `min_version: "1.1" is not 1.2 or 1.3`},
 		{name: "min_version spelt out", tls: config.TLS{MinVersion: "TLS1.3"}, wantErr: `min_version: "TLS1.3" is not 1.2 or 1.3`},
-		{name: "client_auth unknown", tls: config.TLS{ClientAuth: "optional", ClientCA: ca.file},
+		{name: "client_auth unknown", tls: config.TLS{ClientAuth: "optional", ClientCA: ca.File},
 			wantErr: `client_auth: "optional" is not none, request or require`},
 		{name: "require without client_ca", tls: config.TLS{ClientAuth: "require"}, wantErr: `client_auth "require" needs client_ca`},
 		{name: "request without client_ca", tls: config.TLS{ClientAuth: "request"}, wantErr: `client_auth "request" needs client_ca`},
@@ -108,11 +109,11 @@ func TestCipherSuites(t *testing.T) {
 // TestProtocols runs real handshakes against ServerConfig's choices of
 // version, cipher suite and ALPN.
 func TestProtocols(t *testing.T) {
-	ca := newCA(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	store := NewStore()
 	_, err := store.Load([]*config.Certificate{
-		ca.files(t, leafSpec{dns: []string{"ecdsa.example.com"}}),
-		ca.files(t, leafSpec{dns: []string{"rsa.example.com"}, rsa: true}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"ecdsa.example.com"}}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"rsa.example.com"}, RSA: true}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +178,7 @@ func TestProtocols(t *testing.T) {
 			if name == "" {
 				name = "ecdsa.example.com"
 			}
-			cs, err := dial(t, addr, &tls.Config{ServerName: name, RootCAs: ca.pool(), MinVersion: tt.min, MaxVersion: tt.max,
+			cs, err := dial(t, addr, &tls.Config{ServerName: name, RootCAs: ca.Pool(), MinVersion: tt.min, MaxVersion: tt.max,
 				CipherSuites: tt.suites, NextProtos: tt.alpn, CurvePreferences: tt.curves})
 			wantErr(t, err, tt.wantErr)
 			if err != nil {
@@ -193,16 +194,16 @@ func TestProtocols(t *testing.T) {
 }
 
 func TestClientAuth(t *testing.T) {
-	ca := newCA(t, "Client CA")
-	other := newCA(t, "Other CA")
-	serverCA := newCA(t, "Server CA")
+	ca := testpki.NewCA(t, "Client CA")
+	other := testpki.NewCA(t, "Other CA")
+	serverCA := testpki.NewCA(t, "Server CA")
 	store := NewStore()
-	if _, err := store.Load([]*config.Certificate{serverCA.files(t, leafSpec{dns: []string{"www.example.com"}})}); err != nil {
+	if _, err := store.Load([]*config.Certificate{certFiles(t, serverCA, testpki.Leaf{DNS: []string{"www.example.com"}})}); err != nil {
 		t.Fatal(err)
 	}
-	alice := ca.tlsCert(t, leafSpec{cn: "alice", client: true})
-	mallory := other.tlsCert(t, leafSpec{cn: "mallory", client: true})
-	serverOnly := ca.tlsCert(t, leafSpec{cn: "bob"}) // the right CA, but not for clients
+	alice := ca.TLSCert(t, testpki.Leaf{CN: "alice", Client: true})
+	mallory := other.TLSCert(t, testpki.Leaf{CN: "mallory", Client: true})
+	serverOnly := ca.TLSCert(t, testpki.Leaf{CN: "bob"}) // the right CA, but not for clients
 	none := tls.Certificate{}
 	tests := []struct {
 		name       string
@@ -228,12 +229,12 @@ func TestClientAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := ServerConfig(&config.TLS{ClientAuth: tt.auth, ClientCA: ca.file}, store, nil)
+			cfg, err := ServerConfig(&config.TLS{ClientAuth: tt.auth, ClientCA: ca.File}, store, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			addr, seen := serveTLS(t, cfg)
-			client := &tls.Config{ServerName: "www.example.com", RootCAs: serverCA.pool(), MaxVersion: tt.max}
+			client := &tls.Config{ServerName: "www.example.com", RootCAs: serverCA.Pool(), MaxVersion: tt.max}
 			if tt.cert.Certificate != nil {
 				// Sent even when its issuer is not among the CAs the
 				// server names, as a hostile client would.

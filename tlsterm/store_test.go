@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/internal/testpki"
 )
 
 // fakeConn is a connection accepted on a given local address.
@@ -26,16 +27,16 @@ type fakeConn struct {
 func (c fakeConn) LocalAddr() net.Addr { return c.local }
 
 func TestGetCertificate(t *testing.T) {
-	ca := newCA(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	store := NewStore()
 	_, err := store.Load([]*config.Certificate{
-		ca.files(t, leafSpec{dns: []string{"www.example.com", "example.com"}}), // the default
-		ca.files(t, leafSpec{dns: []string{"*.example.com", "*.wild.test"}, rsa: true}),
-		ca.files(t, leafSpec{dns: []string{"api.example.com"}}),
-		ca.files(t, leafSpec{cn: "legacy.example.org"}), // no SANs: the CN counts
-		ca.files(t, leafSpec{cn: "ignored.example.org", dns: []string{"san.example.org"}}),
-		ca.files(t, leafSpec{dns: []string{"ip.example.net"}, ips: []net.IP{net.ParseIP("192.0.2.10"), net.ParseIP("2001:db8::10")}}),
-		ca.files(t, leafSpec{dns: []string{"Mixed.Example.NET."}}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"www.example.com", "example.com"}}), // the default
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"*.example.com", "*.wild.test"}, RSA: true}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"api.example.com"}}),
+		certFiles(t, ca, testpki.Leaf{CN: "legacy.example.org"}), // no SANs: the CN counts
+		certFiles(t, ca, testpki.Leaf{CN: "ignored.example.org", DNS: []string{"san.example.org"}}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"ip.example.net"}, IPs: []net.IP{net.ParseIP("192.0.2.10"), net.ParseIP("2001:db8::10")}}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"Mixed.Example.NET."}}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -98,14 +99,14 @@ func TestGetCertificateEmpty(t *testing.T) {
 // sees: by ServerName, and between an ECDSA and an RSA certificate of one
 // name by what the client supports.
 func TestHandshakeSNI(t *testing.T) {
-	ca := newCA(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	store := NewStore()
 	_, err := store.Load([]*config.Certificate{
-		ca.files(t, leafSpec{dns: []string{"www.example.com", "example.com"}}),
-		ca.files(t, leafSpec{dns: []string{"*.example.com"}, rsa: true}),
-		ca.files(t, leafSpec{dns: []string{"dual.example.com"}}),
-		ca.files(t, leafSpec{dns: []string{"dual.example.com"}, rsa: true}),
-		ca.files(t, leafSpec{dns: []string{"ip.example.com"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"www.example.com", "example.com"}}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"*.example.com"}, RSA: true}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"dual.example.com"}}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"dual.example.com"}, RSA: true}),
+		certFiles(t, ca, testpki.Leaf{DNS: []string{"ip.example.com"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +139,7 @@ func TestHandshakeSNI(t *testing.T) {
 			if name == "" {
 				name = "127.0.0.1" // Go sends no SNI for an IP, and verifies the IP
 			}
-			cs, err := dial(t, addr, &tls.Config{ServerName: name, RootCAs: ca.pool(), MaxVersion: tt.max, CipherSuites: tt.suites})
+			cs, err := dial(t, addr, &tls.Config{ServerName: name, RootCAs: ca.Pool(), MaxVersion: tt.max, CipherSuites: tt.suites})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -151,23 +152,23 @@ func TestHandshakeSNI(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	ca := newCA(t, "Test CA")
-	other := newCA(t, "Other CA")
-	good := ca.files(t, leafSpec{dns: []string{"good.example.com"}})
-	next := ca.files(t, leafSpec{dns: []string{"next.example.com"}})
+	ca := testpki.NewCA(t, "Test CA")
+	other := testpki.NewCA(t, "Other CA")
+	good := certFiles(t, ca, testpki.Leaf{DNS: []string{"good.example.com"}})
+	next := certFiles(t, ca, testpki.Leaf{DNS: []string{"next.example.com"}})
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.pem")
 	notPEM := filepath.Join(dir, "not.pem")
 	writeFile(t, notPEM, "hello, I am not a certificate\n")
 	badDER := filepath.Join(dir, "bad-der.pem")
-	writeFile(t, badDER, pemOf("CERTIFICATE", []byte("garbage")))
-	ecdsaLeaf := ca.files(t, leafSpec{dns: []string{"a.example.com"}})
-	ecdsaLeaf2 := other.files(t, leafSpec{dns: []string{"a.example.com"}})
-	rsaLeaf := ca.files(t, leafSpec{dns: []string{"a.example.com"}, rsa: true})
-	expired := ca.files(t, leafSpec{dns: []string{"expired.example.com"},
-		notBefore: time.Now().Add(-30 * day), notAfter: time.Now().Add(-3*day - time.Hour)})
-	future := ca.files(t, leafSpec{dns: []string{"future.example.com"},
-		notBefore: time.Now().Add(2*day + time.Hour), notAfter: time.Now().Add(30 * day)})
+	writeFile(t, badDER, string(testpki.PEM("CERTIFICATE", []byte("garbage"))))
+	ecdsaLeaf := certFiles(t, ca, testpki.Leaf{DNS: []string{"a.example.com"}})
+	ecdsaLeaf2 := certFiles(t, other, testpki.Leaf{DNS: []string{"a.example.com"}})
+	rsaLeaf := certFiles(t, ca, testpki.Leaf{DNS: []string{"a.example.com"}, RSA: true})
+	expired := certFiles(t, ca, testpki.Leaf{DNS: []string{"expired.example.com"},
+		NotBefore: time.Now().Add(-30 * day), NotAfter: time.Now().Add(-3*day - time.Hour)})
+	future := certFiles(t, ca, testpki.Leaf{DNS: []string{"future.example.com"},
+		NotBefore: time.Now().Add(2*day + time.Hour), NotAfter: time.Now().Add(30 * day)})
 	date := func(c *config.Certificate) string {
 		data, _ := os.ReadFile(c.Cert)
 		leaf, err := x509.ParseCertificate(firstBlock(data, func(typ string) bool { return typ == "CERTIFICATE" }))
@@ -188,7 +189,7 @@ func TestLoadErrors(t *testing.T) {
 	addr, _ := serveTLS(t, cfg)
 	serving := func(t *testing.T, want string) {
 		t.Helper()
-		cs, err := dial(t, addr, &tls.Config{ServerName: want, RootCAs: ca.pool()})
+		cs, err := dial(t, addr, &tls.Config{ServerName: want, RootCAs: ca.Pool()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -265,37 +266,37 @@ func TestLoadErrors(t *testing.T) {
 }
 
 func TestLoadWarnings(t *testing.T) {
-	ca := newCA(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	tests := []struct {
 		name string
-		spec leafSpec
+		spec testpki.Leaf
 		want string // "" wants no warning; {file} is the file, {date} the expiry date
 	}{
-		{name: "6 days left", spec: leafSpec{dns: []string{"www.example.com"}, notAfter: time.Now().Add(6*day + time.Hour)},
+		{name: "6 days left", spec: testpki.Leaf{DNS: []string{"www.example.com"}, NotAfter: time.Now().Add(6*day + time.Hour)},
 			want: "{file}: certificate for www.example.com expires in 6 days ({date})"},
-		{name: "13 days left", spec: leafSpec{dns: []string{"www.example.com"}, notAfter: time.Now().Add(13*day + time.Hour)},
+		{name: "13 days left", spec: testpki.Leaf{DNS: []string{"www.example.com"}, NotAfter: time.Now().Add(13*day + time.Hour)},
 			want: "{file}: certificate for www.example.com expires in 13 days ({date})"},
-		{name: "1 day left", spec: leafSpec{dns: []string{"www.example.com"}, notAfter: time.Now().Add(day + time.Hour)},
+		{name: "1 day left", spec: testpki.Leaf{DNS: []string{"www.example.com"}, NotAfter: time.Now().Add(day + time.Hour)},
 			want: "{file}: certificate for www.example.com expires in 1 day ({date})"},
-		{name: "hours left", spec: leafSpec{dns: []string{"www.example.com"}, notAfter: time.Now().Add(5 * time.Hour)},
+		{name: "hours left", spec: testpki.Leaf{DNS: []string{"www.example.com"}, NotAfter: time.Now().Add(5 * time.Hour)},
 			want: "{file}: certificate for www.example.com expires in less than a day ({date})"},
-		{name: "CN-only name", spec: leafSpec{cn: "legacy.example.org", notAfter: time.Now().Add(6*day + time.Hour)},
+		{name: "CN-only name", spec: testpki.Leaf{CN: "legacy.example.org", NotAfter: time.Now().Add(6*day + time.Hour)},
 			want: "{file}: certificate for legacy.example.org expires in 6 days ({date})"},
-		{name: "15 days left", spec: leafSpec{dns: []string{"www.example.com"}, notAfter: time.Now().Add(15 * day)}},
-		{name: "a year left", spec: leafSpec{dns: []string{"www.example.com"}}},
-		{name: "client certificate", spec: leafSpec{dns: []string{"www.example.com"}, client: true},
+		{name: "15 days left", spec: testpki.Leaf{DNS: []string{"www.example.com"}, NotAfter: time.Now().Add(15 * day)}},
+		{name: "a year left", spec: testpki.Leaf{DNS: []string{"www.example.com"}}},
+		{name: "client certificate", spec: testpki.Leaf{DNS: []string{"www.example.com"}, Client: true},
 			want: "{file}: certificate for www.example.com is not for TLS servers: its extended key usage lacks serverAuth, so clients will refuse it"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := ca.files(t, tt.spec)
+			c := certFiles(t, ca, tt.spec)
 			warnings, err := NewStore().Load([]*config.Certificate{c})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var want []string
 			if tt.want != "" {
-				want = []string{strings.NewReplacer("{file}", c.Cert, "{date}", tt.spec.notAfter.UTC().Format(time.DateOnly)).Replace(tt.want)}
+				want = []string{strings.NewReplacer("{file}", c.Cert, "{date}", tt.spec.NotAfter.UTC().Format(time.DateOnly)).Replace(tt.want)}
 			}
 			if fmt.Sprintf("%q", warnings) != fmt.Sprintf("%q", want) {
 				t.Errorf("warnings\n%q\nwant\n%q", warnings, want)
@@ -305,11 +306,11 @@ func TestLoadWarnings(t *testing.T) {
 }
 
 func TestInfo(t *testing.T) {
-	ca := newCA(t, "Test CA")
+	ca := testpki.NewCA(t, "Test CA")
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	soon := ca.files(t, leafSpec{dns: []string{"www.example.com", "*.example.com"}, ips: []net.IP{net.ParseIP("192.0.2.1")},
-		notBefore: now.Add(-30 * day), notAfter: now.Add(6*day + time.Hour)})
-	later := ca.files(t, leafSpec{cn: "legacy.example.org", notBefore: now.Add(-30 * day), notAfter: now.Add(90 * day)})
+	soon := certFiles(t, ca, testpki.Leaf{DNS: []string{"www.example.com", "*.example.com"}, IPs: []net.IP{net.ParseIP("192.0.2.1")},
+		NotBefore: now.Add(-30 * day), NotAfter: now.Add(6*day + time.Hour)})
+	later := certFiles(t, ca, testpki.Leaf{CN: "legacy.example.org", NotBefore: now.Add(-30 * day), NotAfter: now.Add(90 * day)})
 	store := NewStore()
 	store.now = func() time.Time { return now }
 	if _, err := store.Load([]*config.Certificate{soon, later}); err != nil {
@@ -347,9 +348,9 @@ func TestInfo(t *testing.T) {
 // TestReloadUnderHandshakes swaps the certificate set back and forth while
 // clients keep handshaking: every handshake completes with one of the two.
 func TestReloadUnderHandshakes(t *testing.T) {
-	ca := newCA(t, "Test CA")
-	a := ca.files(t, leafSpec{dns: []string{"www.example.com"}})
-	b := ca.files(t, leafSpec{dns: []string{"www.example.com"}, rsa: true})
+	ca := testpki.NewCA(t, "Test CA")
+	a := certFiles(t, ca, testpki.Leaf{DNS: []string{"www.example.com"}})
+	b := certFiles(t, ca, testpki.Leaf{DNS: []string{"www.example.com"}, RSA: true})
 	store := NewStore()
 	if _, err := store.Load([]*config.Certificate{a}); err != nil {
 		t.Fatal(err)
@@ -384,7 +385,7 @@ func TestReloadUnderHandshakes(t *testing.T) {
 	for range 4 {
 		clients.Go(func() {
 			for range 25 {
-				cs, err := dial(t, addr, &tls.Config{ServerName: "www.example.com", RootCAs: ca.pool()})
+				cs, err := dial(t, addr, &tls.Config{ServerName: "www.example.com", RootCAs: ca.Pool()})
 				if err != nil {
 					t.Error(err)
 					return
