@@ -7,9 +7,6 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
-	"net/netip"
-	"strconv"
-	"sync"
 
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
@@ -20,7 +17,7 @@ import (
 // The HTTP/2 front end (RFC 9113). A TLS client that negotiated "h2" by ALPN
 // (RFC 9113 §3.2) is served by golang.org/x/net/http2, which does the
 // framing, flow control and HPACK and turns each stream into a call of
-// h2conn.ServeHTTP (h2exchange.go). From there a request goes through the
+// handlerConn.ServeHTTP (h2exchange.go). From there a request goes through the
 // same pipeline as an HTTP/1.1 one (dispatch: persistence, scheduler,
 // retries; account and logExchange) and on to the real server over HTTP/1.1.
 
@@ -46,30 +43,16 @@ const h2MaxFrameSize = 16384
 // (timeouts.client) the connection started with. Both cost little next to a
 // TLS handshake.
 type h2conn struct {
-	svc    *Service
-	tc     *tls.Conn
-	base   *http.Server
-	peerIP string      // the client's IP, for X-Forwarded-For and logs
-	peer   netip.Addr  // the same, for persistence and hashing
-	port   string      // the VIP's port, for X-Forwarded-Port
-	certs  []certField // X-SSL-Client-*, passed on when the service verifies client certificates
-
-	mu       sync.Mutex
-	ended    bool                     // ServeConn returned: no handler may start
-	handlers sync.WaitGroup           // ServeHTTP calls running
-	inflight map[*h2exchange]struct{} // for cut
+	*handlerConn
+	tc   *tls.Conn
+	base *http.Server
 }
 
 // serveH2 serves a client that negotiated HTTP/2 until it leaves, idles for
 // timeouts.client, or the service stops.
 func (s *Service) serveH2(tc *tls.Conn, vs *config.VirtualService) {
-	h := &h2conn{svc: s, tc: tc, peerIP: addrIP(tc.RemoteAddr()), peer: addrOf(tc.RemoteAddr()),
-		inflight: make(map[*h2exchange]struct{})}
-	if ta, ok := tc.LocalAddr().(*net.TCPAddr); ok {
-		h.port = strconv.Itoa(ta.Port)
-	}
 	cs := tc.ConnectionState()
-	h.certs = clientCertFields(&cs)
+	h := &h2conn{handlerConn: s.newHandlerConn(tc, protoHTTP2, &cs), tc: tc}
 	srv := &http2.Server{MaxConcurrentStreams: h2MaxStreams, MaxReadFrameSize: h2MaxFrameSize, IdleTimeout: vs.Timeouts.Client}
 	h.base = &http.Server{
 		Handler: h,
@@ -112,43 +95,3 @@ func (h *h2conn) stop() {
 }
 
 func (h *h2conn) forceClose() { h.tc.Close() }
-
-func (h *h2conn) cut(rs *realServer) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for x := range h.inflight {
-		if x.attempting.Load() == rs {
-			x.cancel(errCut)
-		}
-	}
-}
-
-// enter counts a handler in; false when the connection has ended (x/net may
-// start a handler after its serve loop has returned).
-func (h *h2conn) enter(x *h2exchange) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.ended {
-		return false
-	}
-	h.handlers.Add(1)
-	h.inflight[x] = struct{}{}
-	return true
-}
-
-func (h *h2conn) leave(x *h2exchange) {
-	h.mu.Lock()
-	delete(h.inflight, x)
-	h.mu.Unlock()
-	h.handlers.Done()
-}
-
-// end waits for the handlers still running once x/net has stopped serving
-// the connection (they see their context canceled), so that the service's
-// shutdown waits for them too.
-func (h *h2conn) end() {
-	h.mu.Lock()
-	h.ended = true
-	h.mu.Unlock()
-	h.handlers.Wait()
-}

@@ -32,7 +32,7 @@ var (
 // servers over HTTP/1.1 by their transport.
 type h2exchange struct {
 	record     // what the exchange leaves for the counters and the log
-	conn       *h2conn
+	conn       *handlerConn
 	svc        *Service
 	cfg        *config.VirtualService // read once per request, as HTTP/1.1 does
 	w          http.ResponseWriter
@@ -57,14 +57,14 @@ type h2exchange struct {
 }
 
 // ServeHTTP serves one stream.
-func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *handlerConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.svc
 	x := &h2exchange{conn: h, svc: s, cfg: s.config(), w: w, r: r}
 	if !h.enter(x) {
 		return
 	}
 	defer h.leave(x)
-	x.record = record{start: time.Now(), proto: protoHTTP2, logMethod: []byte(r.Method), logTarget: []byte(r.RequestURI)}
+	x.record = record{start: time.Now(), proto: h.proto, logMethod: []byte(r.Method), logTarget: []byte(r.RequestURI)}
 	x.ctx, x.cancel = context.WithCancelCause(r.Context())
 	x.down.onTimeout = x.responseTimeout
 	x.serve()
@@ -170,7 +170,7 @@ func (x *h2exchange) outgoing() *http.Request {
 		}
 		b.WriteString(x.conn.peerIP)
 		h["X-Forwarded-For"] = []string{b.String()}
-		h["X-Forwarded-Proto"] = []string{"https"}
+		h["X-Forwarded-Proto"] = []string{x.conn.scheme}
 		h["X-Forwarded-Host"] = []string{r.Host}
 		if x.conn.port != "" {
 			h["X-Forwarded-Port"] = []string{x.conn.port}
