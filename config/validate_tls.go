@@ -21,9 +21,8 @@ var (
 
 // Messages for what the keys accept but Fulcrum does not do yet: refused
 // rather than ignored, so that nobody believes a service speaks HTTP/2 to
-// its real servers or encrypts a tcp stream when it does not.
+// its real servers or HTTP/3 when it does not.
 const (
-	notYetTCP   = "tls in tcp mode is not implemented yet"
 	notYetH2RS  = `"h2": HTTP/2 to real servers is not implemented yet; use "http/1.1"`
 	notYetHTTP3 = "HTTP/3 is not implemented yet; leave http3 out or set it to false"
 )
@@ -45,8 +44,12 @@ func (v *validator) tls(p path, i int, vs *VirtualService, listens []listenAddr)
 		return listens
 	}
 	t := &vs.TLS
-	if vs.Mode == ModeTCP {
-		v.add(p, "%s", notYetTCP)
+	tcp := vs.Mode == ModeTCP
+	if tcp && (vs.Persistence.Method == PersistRDPCookie || vs.Scheduler == schedRDPCookie) {
+		// RDP sends its X.224 Connection Request in clear and upgrades
+		// to TLS inside the protocol (MS-RDPBCGR): a TLS listener would
+		// see no RDP client, and hide the cookie from inspection.
+		v.add(p, "cannot be combined with rdp_cookie: RDP starts in clear and negotiates its own TLS; leave [virtual_service.tls] out")
 	}
 
 	cp := p.with("certificates")
@@ -58,7 +61,12 @@ func (v *validator) tls(p path, i int, vs *VirtualService, listens []listenAddr)
 	}
 
 	v.oneOf(p.with("min_version"), t.MinVersion, tlsVersions)
-	v.alpn(p.with("alpn"), t.ALPN)
+	switch ap := p.with("alpn"); {
+	case tcp && v.inFile(ap):
+		v.add(ap, "used only in http mode: a tcp service passes the decrypted bytes on and offers no ALPN")
+	case !tcp:
+		v.alpn(ap, t.ALPN)
+	}
 	if t.HTTP3 {
 		v.add(p.with("http3"), "%s", notYetHTTP3)
 	}
@@ -157,9 +165,6 @@ func (v *validator) alpn(p path, list []string) {
 // realServerTLS checks a real server's tls, tls_server_name, tls_verify,
 // tls_ca and protocol keys.
 func (v *validator) realServerTLS(p path, vs *VirtualService, rs *RealServer) {
-	if rs.TLS && vs.Mode == ModeTCP {
-		v.add(p.with("tls"), "%s", notYetTCP)
-	}
 	// Without tls these keys would do nothing; whoever sets them most
 	// likely expects an encrypted connection. An empty string asks for
 	// nothing and is let through; tls_verify counts when present at all.

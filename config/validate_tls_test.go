@@ -382,10 +382,41 @@ tls = true
 protocol = "http/1.1"
 `,
 			want: []string{
-				`lb.toml:5: virtual_service.tls: tls in tcp mode is not implemented yet (virtual_service "db")`,
-				`lb.toml:9: virtual_service.real_server.tls: tls in tcp mode is not implemented yet (virtual_service "db", real_server "10.0.0.1:5432")`,
 				`lb.toml:10: virtual_service.real_server.protocol: used only in http mode: a tcp service forwards bytes as they are (virtual_service "db", real_server "10.0.0.1:5432")`,
 			},
+		},
+		{
+			name: "tcp mode, ALPN and RDP",
+			input: `[[virtual_service]]
+name = "rdp"
+listen = "127.0.0.1:3389"
+mode = "tcp"
+scheduler = "rdp_cookie"
+[virtual_service.tls]
+certificates = [` + pair + `]
+alpn = ["h2"]
+[[virtual_service.real_server]]
+address = "10.0.0.1:3389"
+`,
+			want: []string{
+				`lb.toml:6: virtual_service.tls: cannot be combined with rdp_cookie: RDP starts in clear and negotiates its own TLS; leave [virtual_service.tls] out (virtual_service "rdp")`,
+				`lb.toml:8: virtual_service.tls.alpn: used only in http mode: a tcp service passes the decrypted bytes on and offers no ALPN (virtual_service "rdp")`,
+			},
+		},
+		{
+			name: "tcp mode terminates and re-encrypts",
+			input: `[[virtual_service]]
+name = "imaps"
+listen = "127.0.0.1:993"
+mode = "tcp"
+[virtual_service.tls]
+certificates = [` + pair + `]
+client_auth = "none"
+[[virtual_service.real_server]]
+address = "10.0.0.1:993"
+tls = true
+tls_verify = false
+`,
 		},
 		{
 			name: "real servers",

@@ -24,8 +24,18 @@ func (s *Service) serveTCP(c net.Conn, slots chan struct{}) {
 	defer s.untrackTCP(c)
 	s.active.Add(1)
 	defer s.active.Add(-1)
-	s.requests.Add(1)
 	cfg := s.config()
+	if f := s.tls.Load(); f != nil {
+		// TLS termination: the real server gets the decrypted bytes (or
+		// bytes encrypted again, with tls on the real server). Shutdown
+		// and the idle watch still see the TCP connection underneath.
+		tc := s.handshake(c, f, cfg)
+		if tc == nil {
+			return
+		}
+		c = tc
+	}
+	s.requests.Add(1)
 	start := time.Now()
 	p := s.persist.Load()
 	tp := tcpPick{peer: addrOf(c.RemoteAddr())}

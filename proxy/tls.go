@@ -43,6 +43,11 @@ func (p *Proxy) newTLSFront(vs *config.VirtualService) (*tlsFront, error) {
 	if err != nil {
 		return nil, fmt.Errorf("virtual service %q: tls: %w", vs.Name, err)
 	}
+	if vs.Mode == config.ModeTCP {
+		// The decrypted bytes go on as they are: no application protocol
+		// is negotiated on the real server's behalf.
+		cfg.NextProtos = nil
+	}
 	return &tlsFront{store: store, cfg: cfg, clientAuth: vs.TLS.ClientAuth == "request" || vs.TLS.ClientAuth == "require"}, nil
 }
 
@@ -111,7 +116,15 @@ func isClientCertField(name []byte) bool {
 
 // tlsClient wraps a new connection to a real server in TLS (re-encryption).
 func (rs *realServer) tlsClient(c net.Conn, timeout time.Duration) (net.Conn, error) {
-	tc := tls.Client(c, rs.tlsCfg)
+	cfg := rs.tlsCfg
+	if rs.svc.config().Mode == config.ModeTCP && len(cfg.NextProtos) > 0 {
+		// tcp mode passes the client's bytes on, whatever protocol they
+		// are: no application protocol is offered on its behalf. (A tcp
+		// connection lasts; a copy of the config per connect is cheap.)
+		cfg = cfg.Clone()
+		cfg.NextProtos = nil
+	}
+	tc := tls.Client(c, cfg)
 	tc.SetDeadline(time.Now().Add(timeout))
 	if err := tc.Handshake(); err != nil {
 		c.Close()
