@@ -624,36 +624,52 @@ func TestH2Timeouts(t *testing.T) {
 			t.Errorf("logged %v", f)
 		}
 	})
-	t.Run("client does not read", func(t *testing.T) {
-		e := startH2(t, func(vs *config.VirtualService) { vs.Timeouts.Client = 300 * time.Millisecond }, namedBackend(t, "abc"))
-		// A receive window of 0: no DATA can be sent.
-		c, fr := rawH2Conn(t, e, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-		defer c.Close()
-		var hb strings.Builder
-		enc := newHPACK(&hb)
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", e.addr}, {":path", "/"}} {
-			enc(f[0], f[1])
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()), EndStream: true, EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
+	// A client that opens no flow-control window gets the stream reset
+	// after timeouts.client. A small response's body is handed to x/net
+	// as the handler ends (logged as sent); a big one's blocks while the
+	// exchange runs (logged as failed).
+	for _, tt := range []struct {
+		name    string
+		size    int
+		wantErr string
+	}{
+		{"client does not read", 3, ""},
+		{"client does not read a big body", 1 << 20, "write to client failed"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := strings.Repeat("a", tt.size)
+			backend := httpBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })
+			e := startH2(t, func(vs *config.VirtualService) { vs.Timeouts.Client = 300 * time.Millisecond }, backend)
+			// A receive window of 0: no DATA can be sent.
+			c, fr := rawH2Conn(t, e, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+			defer c.Close()
+			var hb strings.Builder
+			enc := newHPACK(&hb)
+			for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", e.addr}, {":path", "/"}} {
+				enc(f[0], f[1])
+			}
+			if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()), EndStream: true, EndHeaders: true}); err != nil {
 				t.Fatal(err)
 			}
-			if rst, ok := f.(*http2.RSTStreamFrame); ok {
-				if rst.StreamID != 1 || time.Since(start) < 250*time.Millisecond {
-					t.Errorf("RST_STREAM %v after %s, want stream 1 after timeouts.client", rst, time.Since(start))
+			start := time.Now()
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					t.Fatal(err)
 				}
-				break
+				if rst, ok := f.(*http2.RSTStreamFrame); ok {
+					if rst.StreamID != 1 || time.Since(start) < 250*time.Millisecond {
+						t.Errorf("RST_STREAM %v after %s, want stream 1 after timeouts.client", rst, time.Since(start))
+					}
+					break
+				}
 			}
-		}
-		if f := e.waitAccess(1)[0].ContextMap(); f["error"] != "write to client failed" || f["status"] != int64(200) {
-			t.Errorf("logged %v", f)
-		}
-	})
+			if f := e.waitAccess(1)[0].ContextMap(); f["status"] != int64(200) || (tt.wantErr != "" && f["error"] != tt.wantErr) ||
+				(tt.wantErr == "" && (f["error"] != nil || f["bytes_out"] != int64(tt.size))) {
+				t.Errorf("logged %v, want status 200 and error %q", f, tt.wantErr)
+			}
+		})
+	}
 }
 
 // TestH2Reencryption: HTTP/2 clients reach a TLS real server through the

@@ -47,6 +47,7 @@ type h2exchange struct {
 	down       watchdog                   // the response: the real server's bytes, the client's reading
 	attempting atomic.Pointer[realServer] // the real server of the attempt in flight, for cut
 	responded  bool                       // the response head went to the client
+	unflushed  bool                       // the body's last piece is left for the end of the handler to send
 	abort      bool                       // the response could not be completed: reset the stream
 
 	// mu guards w against the goroutines of the transport (interim
@@ -68,6 +69,12 @@ func (h *handlerConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.ctx, x.cancel = context.WithCancelCause(r.Context())
 	x.down.onTimeout = x.responseTimeout
 	x.serve()
+	if x.unflushed && !x.abort {
+		// The last piece leaves after the handler returns, as the stream
+		// ends: bound that write by timeouts.client too (a client that
+		// opens no flow-control window gets the stream reset).
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(x.cfg.Timeouts.Client))
+	}
 	x.finish()
 	s.logExchange(&x.record, h.peerIP)
 	s.account(&x.record)
@@ -283,7 +290,7 @@ func (x *h2exchange) relay(rs *realServer, resp *http.Response) {
 			return
 		}
 	}
-	if !x.copyBody(resp.Body) {
+	if !x.copyBody(resp.Body, resp.ContentLength) {
 		return
 	}
 	for k, vv := range resp.Trailer {
@@ -315,8 +322,17 @@ func copyResponseHeader(dst, src http.Header) {
 }
 
 // copyBody streams the response body to the client, each piece as soon as
-// it arrives, and reports whether all of it went.
-func (x *h2exchange) copyBody(src io.Reader) bool {
+// it arrives, and reports whether all of it went. size is the body's length
+// if known, else -1.
+//
+// A piece is flushed (written out as DATA frames) at once when the body's
+// length is unknown (a stream: server-sent events, gRPC), or when the real
+// server sent less than a buffer's worth and more is due (it is slower than
+// the client). The last piece of a body of known length is not: the end of
+// the handler sends it, so that HEADERS, DATA and END_STREAM of a small
+// response, and those of other streams finishing meanwhile, leave in one
+// TLS record and one write rather than one each.
+func (x *h2exchange) copyBody(src io.Reader, size int64) bool {
 	buf := getBuf()
 	defer putBuf(buf)
 	t := x.cfg.Timeouts
@@ -328,7 +344,8 @@ func (x *h2exchange) copyBody(src io.Reader) bool {
 			x.down.arm(sideClient, t.Client)
 			_, werr := x.w.Write(buf[:n])
 			x.down.disarm()
-			if werr == nil {
+			x.unflushed = !(size < 0 || (n < len(buf) && err == nil && x.bytesOut+int64(n) < size))
+			if werr == nil && !x.unflushed {
 				werr = x.flush()
 			}
 			if werr != nil {
