@@ -149,8 +149,8 @@ type RealServer struct {
 	// MaxConns bounds concurrent requests (http) or connections (tcp) to
 	// this server; the excess queues. Zero means unlimited.
 	MaxConns int `toml:"max_conns"`
-	// TLS re-encrypts the connections to this real server (http mode
-	// only for now). If absent, false: plain TCP.
+	// TLS re-encrypts the connections to this real server (http and tcp
+	// mode). If absent, false: plain TCP.
 	TLS bool `toml:"tls"`
 	// TLSServerName is the name sent in SNI and verified in the real
 	// server's certificate: a DNS name, or an IP address, which is verified
@@ -164,15 +164,15 @@ type RealServer struct {
 	// of the system roots; relative paths are from the working directory.
 	// If empty, the system roots. Used only with TLS and TLSVerify.
 	TLSCA string `toml:"tls_ca"`
-	// Protocol is what the proxy speaks to the real server (http mode):
-	// http/1.1, whichever protocol the client speaks; h2 is refused until
-	// HTTP/2 to real servers lands. If absent, http/1.1.
+	// Protocol is what the proxy speaks to the real server (http mode),
+	// whichever protocol the client speaks: http/1.1, or h2 (HTTP/2, for
+	// gRPC: negotiated by ALPN with TLS, prior knowledge without). If
+	// absent, http/1.1.
 	Protocol string `toml:"protocol"`
 	// State is the server's admin state at start: ready, drain or
 	// maintenance. If absent, ready. A state set at run time (admin API)
 	// survives reloads unless this value changes in the file.
 	State string `toml:"state"`
-
 	// Line is the line of the server's [[virtual_service.real_server]]
 	// header, or of its inline table (zero if not parsed from a file).
 	Line int `toml:"-"`
@@ -272,8 +272,9 @@ type TLS struct {
 	// "h2" (HTTP/2) and "http/1.1". A client that offers no ALPN speaks
 	// HTTP/1.1. If absent, ["h2", "http/1.1"]; it may not be empty.
 	ALPN []string `toml:"alpn"`
-	// HTTP3 also serves HTTP/3 over QUIC on the same address (UDP). Not
-	// implemented yet: true is refused. If absent, false.
+	// HTTP3 also serves HTTP/3 over QUIC on the same addresses (UDP),
+	// announced by Alt-Svc on the TCP responses; http mode only. If
+	// absent, false.
 	HTTP3 bool `toml:"http3"`
 	// ClientCA is a PEM file of the CAs that client certificates must chain
 	// to. Required for ClientAuth request and require, refused with none.

@@ -19,14 +19,6 @@ var (
 	protocols     = []string{ProtoHTTP1, ProtoH2}
 )
 
-// Messages for what the keys accept but Fulcrum does not do yet: refused
-// rather than ignored, so that nobody believes a service speaks HTTP/2 to
-// its real servers or HTTP/3 when it does not.
-const (
-	notYetH2RS  = `"h2": HTTP/2 to real servers is not implemented yet; use "http/1.1"`
-	notYetHTTP3 = "HTTP/3 is not implemented yet; leave http3 out or set it to false"
-)
-
 // timeFormat shows certificate validity dates in problem messages.
 const timeFormat = "2006-01-02 15:04:05 UTC"
 
@@ -67,8 +59,10 @@ func (v *validator) tls(p path, i int, vs *VirtualService, listens []listenAddr)
 	case !tcp:
 		v.alpn(ap, t.ALPN)
 	}
-	if t.HTTP3 {
-		v.add(p.with("http3"), "%s", notYetHTTP3)
+	if t.HTTP3 && tcp {
+		// HTTP/3 is HTTP over QUIC: there is no byte stream to hand a
+		// tcp service's real servers.
+		v.add(p.with("http3"), "used only in http mode: HTTP/3 carries HTTP requests, which a tcp service does not read; leave http3 out")
 	}
 
 	ap, ca := p.with("client_auth"), p.with("client_ca")
@@ -198,10 +192,13 @@ func (v *validator) realServerTLS(p path, vs *VirtualService, rs *RealServer) {
 
 	pp := p.with("protocol")
 	switch {
+	case vs.Mode == ModeTCP && rs.Protocol == ProtoH2:
+		// Said apart: whoever wants gRPC through a tcp service may think
+		// the proxy must know the protocol; it forwards the bytes, HTTP/2
+		// or not, and needs nothing.
+		v.add(pp, `"h2" is used only in http mode: a tcp service forwards the bytes as they are, HTTP/2 included; leave protocol out`)
 	case vs.Mode == ModeTCP && v.inFile(pp):
 		v.add(pp, "used only in http mode: a tcp service forwards bytes as they are")
-	case rs.Protocol == ProtoH2:
-		v.add(pp, "%s", notYetH2RS)
 	default:
 		v.oneOf(pp, rs.Protocol, protocols)
 	}

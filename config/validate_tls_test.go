@@ -255,7 +255,7 @@ alpn = [
   "spdy/3",
   "h2",
 ]
-http3 = true
+http3 = true # fine
 [[virtual_service]]
 name = "web2"
 listen = "127.0.0.1:444"
@@ -272,7 +272,6 @@ tls = { certificates = [` + pair + `], alpn = ["h2"] } # accepted: HTTP/2 client
 				`lb.toml:11: virtual_service.tls.alpn: "http/1.1" is listed twice (also at line 10) (virtual_service "web")`,
 				`lb.toml:12: virtual_service.tls.alpn: must be http/1.1 or h2, got "spdy/3" (virtual_service "web")`,
 				`lb.toml:13: virtual_service.tls.alpn: "h2" is listed twice (also at line 9) (virtual_service "web")`,
-				`lb.toml:15: virtual_service.tls.http3: HTTP/3 is not implemented yet; leave http3 out or set it to false (virtual_service "web")`,
 				`lb.toml:20: virtual_service.tls.min_version: expected string, got float 1.2 (virtual_service "web2")`,
 				`lb.toml:20: virtual_service.tls.alpn: must list at least one protocol: ["h2", "http/1.1"] (virtual_service "web2")`,
 			},
@@ -404,6 +403,58 @@ address = "10.0.0.1:3389"
 			},
 		},
 		{
+			name: "http3 in tcp mode",
+			input: `[[virtual_service]]
+name = "db"
+listen = "127.0.0.1:5432"
+mode = "tcp"
+[virtual_service.tls]
+certificates = [` + pair + `]
+http3 = true
+[[virtual_service.real_server]]
+address = "10.0.0.1:5432"
+[[virtual_service]]
+name = "web"
+listen = "127.0.0.1:443"
+real_server = [{ address = "10.0.0.1:80" }]
+tls = { certificates = [` + pair + `], alpn = ["http/1.1"], http3 = true } # accepted: HTTP/3 and HTTP/1.1
+`,
+			want: []string{
+				`lb.toml:7: virtual_service.tls.http3: used only in http mode: HTTP/3 carries HTTP requests, which a tcp service does not read; leave http3 out (virtual_service "db")`,
+			},
+		},
+		{
+			name: "h2 in tcp mode",
+			input: `[[virtual_service]]
+name = "grpc"
+listen = "127.0.0.1:50051"
+mode = "tcp"
+[[virtual_service.real_server]]
+address = "10.0.0.1:50051"
+protocol = "h2"
+`,
+			want: []string{
+				`lb.toml:7: virtual_service.real_server.protocol: "h2" is used only in http mode: a tcp service forwards the bytes as they are, HTTP/2 included; leave protocol out (virtual_service "grpc", real_server "10.0.0.1:50051")`,
+			},
+		},
+		{
+			name: "h2 real servers",
+			input: `[[virtual_service]]
+name = "grpc"
+listen = "127.0.0.1:50051"
+[[virtual_service.real_server]]
+name = "h2c"
+address = "10.0.0.1:50051"
+protocol = "h2" # prior knowledge (RFC 9113 §3.3)
+[[virtual_service.real_server]]
+name = "h2"
+address = "10.0.0.2:50051"
+tls = true
+tls_verify = false
+protocol = "h2" # ALPN
+`,
+		},
+		{
 			name: "tcp mode terminates and re-encrypts",
 			input: `[[virtual_service]]
 name = "imaps"
@@ -454,7 +505,6 @@ tls_verify = 1
 				`lb.toml:7: virtual_service.real_server.tls_server_name: used only with tls = true (virtual_service "web", real_server "plain")`,
 				`lb.toml:8: virtual_service.real_server.tls_verify: used only with tls = true (virtual_service "web", real_server "plain")`,
 				`lb.toml:9: virtual_service.real_server.tls_ca: used only with tls = true (virtual_service "web", real_server "plain")`,
-				`lb.toml:10: virtual_service.real_server.protocol: "h2": HTTP/2 to real servers is not implemented yet; use "http/1.1" (virtual_service "web", real_server "plain")`,
 				`lb.toml:15: virtual_service.real_server.tls_server_name: "-web2.example.com" is not a host name or IP address: label "-web2" starts or ends with '-' (virtual_service "web", real_server "tls")`,
 				`lb.toml:16: virtual_service.real_server.tls_ca: cannot load the CA certificates: ` + f.garbage + ` holds no PEM certificate (-----BEGIN CERTIFICATE-----) (virtual_service "web", real_server "tls")`,
 				`lb.toml:17: virtual_service.real_server.protocol: must be http/1.1 or h2, got "HTTP/1.1" (virtual_service "web", real_server "tls")`,

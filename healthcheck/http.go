@@ -16,7 +16,8 @@ import (
 	"github.com/fulcrumlb/fulcrum/config"
 )
 
-// httpProbe sends one HTTP/1.1 request, over TLS for https, and passes when
+// httpProbe sends one HTTP/1.1 request (HTTP/2 to an h2 real server: see
+// HTTP2), over TLS for https, and passes when
 // the response status is one of the expected ones and, if a body regexp is
 // set, the first 64 KiB of the body match it. The request is written by hand
 // (the fields are few and fixed) and the response parsed by net/http, which
@@ -34,6 +35,7 @@ type httpProbe struct {
 	rootCAs    *x509.CertPool // nil means the system roots; tests set it
 	status     config.StatusRanges
 	body       *regexp.Regexp // nil means any body
+	h2         bool           // speak HTTP/2 (see HTTP2)
 }
 
 var _ Probe = (*httpProbe)(nil)
@@ -87,6 +89,20 @@ func newHTTPProbe(hc *config.HealthCheck) (*httpProbe, error) {
 	return p, nil
 }
 
+// HTTP2 returns the probe that checks a real server speaking HTTP/2
+// (protocol = "h2", a gRPC server, which may not answer HTTP/1.1 at all): an
+// http or https probe sends its request over HTTP/2, with prior knowledge
+// (RFC 9113 §3.3) or negotiated by ALPN (§3.2); any other probe is p.
+func HTTP2(p Probe) Probe {
+	hp, ok := p.(*httpProbe)
+	if !ok {
+		return p
+	}
+	h2 := *hp
+	h2.h2 = true
+	return &h2
+}
+
 // Check sends the request to addr and judges the response.
 func (p *httpProbe) Check(ctx context.Context, addr string) Result {
 	c := startCheck(ctx)
@@ -100,22 +116,32 @@ func (p *httpProbe) Check(ctx context.Context, addr string) Result {
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return c.failErr("tls", "in the TLS handshake", err)
 		}
+		if p.h2 && tc.ConnectionState().NegotiatedProtocol != "h2" {
+			return c.fail("tls: the real server did not negotiate HTTP/2 (ALPN h2)")
+		}
 		conn = tc
 	}
-	if _, err := io.WriteString(conn, p.request(addr)); err != nil {
-		return c.failErr("send request", "sending the request", err)
-	}
-	br := bufio.NewReader(conn)
-	req := &http.Request{Method: p.method} // ReadResponse needs it to know whether a body follows
 	var resp *http.Response
-	for i := 0; ; i++ {
-		resp, err = http.ReadResponse(br, req)
-		if err != nil {
-			return c.failErr("read response", "waiting for the response", err)
+	if p.h2 {
+		var res Result
+		if resp, res = p.roundTripH2(c, conn, addr); resp == nil {
+			return res
 		}
-		// RFC 9110 §15.2: 1xx responses are interim; the final one follows.
-		if resp.StatusCode >= 200 || i == maxInterim {
-			break
+	} else {
+		if _, err := io.WriteString(conn, p.request(addr)); err != nil {
+			return c.failErr("send request", "sending the request", err)
+		}
+		br := bufio.NewReader(conn)
+		req := &http.Request{Method: p.method} // ReadResponse needs it to know whether a body follows
+		for i := 0; ; i++ {
+			resp, err = http.ReadResponse(br, req)
+			if err != nil {
+				return c.failErr("read response", "waiting for the response", err)
+			}
+			// RFC 9110 §15.2: 1xx responses are interim; the final one follows.
+			if resp.StatusCode >= 200 || i == maxInterim {
+				break
+			}
 		}
 	}
 	defer resp.Body.Close()
@@ -162,8 +188,52 @@ func (p *httpProbe) tlsConfig(addr string) *tls.Config {
 		ServerName:         name,
 		InsecureSkipVerify: !p.verify,
 		RootCAs:            p.rootCAs,
-		NextProtos:         []string{"http/1.1"},
+		NextProtos:         p.alpn(),
 	}
+}
+
+func (p *httpProbe) alpn() []string {
+	if p.h2 {
+		return []string{"h2"}
+	}
+	return []string{"http/1.1"}
+}
+
+// roundTripH2 sends the check's request over HTTP/2 on conn (TLS that
+// negotiated h2, or plain TCP), made by net/http's client; the response is
+// nil when the exchange failed, and the Result says why. Closing conn (the
+// check's stop) ends the HTTP/2 connection.
+func (p *httpProbe) roundTripH2(c *check, conn net.Conn, addr string) (*http.Response, Result) {
+	scheme := "http"
+	dial := func(context.Context, string, string) (net.Conn, error) { return conn, nil }
+	tr := &http.Transport{Proxy: nil, DisableCompression: true, MaxResponseHeaderBytes: maxRead, Protocols: new(http.Protocols)}
+	if p.tls {
+		scheme = "https"
+		tr.DialTLSContext = dial
+		tr.Protocols.SetHTTP2(true)
+	} else {
+		tr.DialContext = dial
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
+	cc, err := tr.NewClientConn(c.ctx, scheme, addr)
+	if err != nil {
+		return nil, c.failErr("http2", "starting HTTP/2", err)
+	}
+	host := p.host
+	if host == "" {
+		host = addr
+	}
+	req, err := http.NewRequestWithContext(c.ctx, p.method, scheme+"://"+addr+p.path, nil)
+	if err != nil {
+		return nil, c.fail("request: " + err.Error())
+	}
+	req.Host = host
+	req.Header = http.Header{"User-Agent": {userAgent}, "Accept": {"*/*"}}
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		return nil, c.failErr("read response", "waiting for the response", err)
+	}
+	return resp, Result{}
 }
 
 // hostname is the host part of "host:port", "[v6]:port", "host" or "[v6]".

@@ -3,12 +3,16 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/fulcrumlb/fulcrum/config"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,8 +80,17 @@ func (rs *realServer) connectContext(ctx context.Context) (net.Conn, error) {
 	return rs.tlsClient(c, timeout)
 }
 
-// dial opens a new connection for HTTP exchanges.
+// errH2Only refuses clientConn's HTTP/1.1 bytes to an h2 real server. Its
+// service serves HTTP/1.1 clients through net/http instead (h1handler.go);
+// only a client connected before a reload gave the service its first h2
+// real server gets here, and is sent to another real server, or a 502.
+var errH2Only = errors.New(`the real server speaks HTTP/2 (protocol = "h2"), and this HTTP/1.1 connection predates it: reconnect`)
+
+// dial opens a new connection for clientConn's HTTP/1.1 exchanges.
 func (rs *realServer) dial() (*backendConn, error) {
+	if rs.h2 {
+		return nil, errH2Only
+	}
 	c, err := rs.connect()
 	if err != nil {
 		return nil, err
@@ -159,12 +172,21 @@ func (bc *backendConn) close() {
 	bc.in.release()
 }
 
-// transport is how the HTTP/2 front end forwards requests to one real
-// server: net/http's HTTP/1.1 client over connections made by connect (so
-// that re-encryption works the same), pooled as backendConns are.
+// transport is how the net/http Handler front ends (HTTP/2, and HTTP/1.1
+// to a service with h2 real servers: h2exchange) forward requests to one
+// real server: net/http's client, HTTP/1.1 or HTTP/2 as the real server's
+// protocol says, over connections made by connect (so that timeouts.connect
+// and re-encryption work the same).
 type transport struct {
 	*http.Transport
 	headerTimeout time.Duration // timeouts.server it was made with
+
+	// The connections it made, so that maintenance can close them all at
+	// once: one HTTP/2 connection carries the streams of many clients, and
+	// may still carry some when the cut cancels them. Closed ones are
+	// dropped when the next one is made.
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
 }
 
 // connectError is a failure to connect to the real server: nothing was
@@ -173,6 +195,16 @@ type connectError struct{ err error }
 
 func (e *connectError) Error() string { return e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
+
+// HTTP/2 to real servers: how soon a silent connection is checked with a
+// PING (RFC 9113 §6.7), and how long the answer may take before the
+// connection counts as dead and its requests fail. Without them a real
+// server that vanished (power lost, a firewall that dropped the flow) would
+// hold its streams until the kernel gave up on TCP, many minutes later.
+const (
+	h2PingAfter   = 15 * time.Second
+	h2PingTimeout = 5 * time.Second
+)
 
 // transport returns the real server's transport for the service settings
 // vs, made on first use. A reload that changes timeouts.server makes a new
@@ -183,28 +215,56 @@ func (rs *realServer) transport(vs *config.VirtualService) *http.Transport {
 	if cur != nil && cur.headerTimeout == vs.Timeouts.Server {
 		return cur.Transport
 	}
-	next := &transport{headerTimeout: vs.Timeouts.Server, Transport: &http.Transport{
+	next := &transport{headerTimeout: vs.Timeouts.Server, conns: make(map[net.Conn]struct{})}
+	next.Transport = &http.Transport{
 		Proxy: nil, // never a proxy from the environment
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := rs.connectContext(ctx)
-			if err != nil {
-				return nil, &connectError{err}
-			}
-			return c, nil
-		},
-		// The requests go out as they came: no gzip asked for, no HTTP/2
-		// attempted (protocol = "h2" to real servers is not implemented).
+		// The requests go out as they came: no gzip asked for.
 		DisableCompression: true,
-		TLSNextProto:       map[string]func(string, *tls.Conn) http.RoundTripper{},
 		// As the HTTP/1.1 front end's pool.
 		MaxIdleConnsPerHost: maxIdlePerServer,
 		IdleConnTimeout:     backendIdleTimeout,
 		// timeouts.server runs from the end of the request, as for
-		// HTTP/1.1. (No Expect: 100-continue reaches a real server: x/net
-		// answers it itself when the body is first read.)
+		// HTTP/1.1 (for HTTP/2 too: net/http's HTTP/2 client starts it
+		// once the request body has gone). No Expect: 100-continue
+		// reaches a real server: the front end's server answers it itself
+		// when the body is first read.
 		ResponseHeaderTimeout:  vs.Timeouts.Server,
 		MaxResponseHeaderBytes: bufSize,
-	}}
+	}
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		c, err := rs.connectContext(ctx)
+		if err == nil && rs.h2 && rs.tlsCfg != nil {
+			err = checkALPN(c)
+		}
+		if err != nil {
+			return nil, &connectError{err}
+		}
+		next.add(c)
+		return c, nil
+	}
+	t := next.Transport
+	switch {
+	case !rs.h2:
+		// No HTTP/2 attempted: the real server speaks HTTP/1.1.
+		t.DialContext = dial
+		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	case rs.tlsCfg != nil:
+		// HTTP/2 over TLS (RFC 9113 §3.2): requests for https URLs (see
+		// h2exchange.attempt) are sent on the connections dial makes,
+		// whose TLS negotiated "h2".
+		t.DialTLSContext = dial
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetHTTP2(true)
+	default:
+		// HTTP/2 with prior knowledge over cleartext (RFC 9113 §3.3),
+		// what gRPC servers without TLS speak.
+		t.DialContext = dial
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	}
+	if rs.h2 {
+		t.HTTP2 = &http.HTTP2Config{SendPingTimeout: h2PingAfter, PingTimeout: h2PingTimeout}
+	}
 	if !rs.fwd.CompareAndSwap(cur, next) {
 		return rs.fwd.Load().Transport
 	}
@@ -212,4 +272,60 @@ func (rs *realServer) transport(vs *config.VirtualService) *http.Transport {
 		cur.CloseIdleConnections()
 	}
 	return next.Transport
+}
+
+// checkALPN fails a TLS connection to an h2 real server whose server did
+// not choose HTTP/2: speaking it anyway would only end in a protocol error
+// on the first request.
+func checkALPN(c net.Conn) error {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != http2.NextProtoTLS {
+		c.Close()
+		if p == "" {
+			p = "none"
+		}
+		return fmt.Errorf("tls: the real server did not negotiate HTTP/2 (ALPN h2; it chose %s)", p)
+	}
+	return nil
+}
+
+// add records a connection the transport made, forgetting closed ones.
+func (t *transport) add(c net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for old := range t.conns {
+		if isClosed(old) {
+			delete(t.conns, old)
+		}
+	}
+	t.conns[c] = struct{}{}
+}
+
+// closeAll closes every connection the transport made, busy or idle.
+func (t *transport) closeAll() {
+	t.mu.Lock()
+	conns := t.conns
+	t.conns = make(map[net.Conn]struct{})
+	t.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+}
+
+// isClosed reports whether c was closed (here): its descriptor is gone.
+func isClosed(c net.Conn) bool {
+	raw := rawOf(c)
+	return raw != nil && raw.Control(func(uintptr) {}) != nil
+}
+
+// cutForwarding closes the connections of the real server's transport,
+// those in use too: the real server went into maintenance. (The exchanges
+// using them were cancelled; this does not wait for them to notice.)
+func (rs *realServer) cutForwarding() {
+	if t := rs.fwd.Load(); t != nil {
+		t.closeAll()
+	}
 }

@@ -128,3 +128,24 @@ func closedAddr(t testing.TB) string {
 	l.Close()
 	return addr
 }
+
+// checkShutdownWaits checks that a Shutdown (which closes stopped when it
+// returns) waits for the request in flight, whose handler waits for
+// release, and returns once its answer ("200 finished <nil>") has gone.
+func checkShutdownWaits(t *testing.T, stopped <-chan struct{}, release chan struct{}, answer <-chan string) {
+	t.Helper()
+	select {
+	case <-stopped:
+		t.Fatal("Shutdown returned with a request in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if got := <-answer; got != "200 finished <nil>" {
+		t.Errorf("in-flight request: %s", got)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return after the request finished")
+	}
+}

@@ -514,20 +514,7 @@ func TestH2Shutdown(t *testing.T) {
 	if _, err := io.ReadAll(idle); err != nil {
 		t.Errorf("idle connection after GOAWAY: %v, want closed", err)
 	}
-	select {
-	case <-stopped:
-		t.Fatal("Shutdown returned with a stream in flight")
-	case <-time.After(100 * time.Millisecond):
-	}
-	close(release)
-	if got := <-answer; got != "200 finished <nil>" {
-		t.Errorf("in-flight stream: %s", got)
-	}
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Shutdown did not return after the stream finished")
-	}
+	checkShutdownWaits(t, stopped, release, answer)
 }
 
 // TestH2Maintenance: putting a real server in maintenance ends the HTTP/2

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
@@ -153,9 +154,10 @@ func (x *h2exchange) outgoing() *http.Request {
 		}
 		h[k] = vv
 	}
-	// HTTP/2 allows no TE but "trailers" (RFC 9113 §8.2.2), passed on as
-	// HTTP/1.1 does.
-	if len(r.Header["Te"]) > 0 {
+	// TE is hop-by-hop; "trailers" says the client takes trailer fields
+	// and is passed on (gRPC servers want it, RFC 9113 §8.2.2 allows no
+	// other value over HTTP/2), as HTTP/1.1 does.
+	if acceptsTrailers(r.Header["Te"]) {
 		h["Te"] = []string{"trailers"}
 	}
 	if _, ok := h["User-Agent"]; !ok {
@@ -186,7 +188,17 @@ func (x *h2exchange) outgoing() *http.Request {
 
 	// The target as the client sent it (:path, RFC 9113 §8.3.1), not as
 	// net/url would re-encode it.
-	path, query, hasQuery := strings.Cut(r.RequestURI, "?")
+	target := r.RequestURI
+	if r.URL.Host != "" {
+		// An HTTP/1.1 client's absolute form (RFC 9112 §3.2.2): the
+		// host went into r.Host; an HTTP/2 :path must be the origin
+		// form (RFC 9113 §8.3.1).
+		target = r.URL.EscapedPath()
+		if r.URL.ForceQuery || r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+	}
+	path, query, hasQuery := strings.Cut(target, "?")
 	x.reqPath = []byte(path)
 	u := &url.URL{Scheme: "http", Opaque: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
 	if strings.HasPrefix(path, "//") { // an opaque "//a" would be sent as "http://a"
@@ -202,6 +214,9 @@ func (x *h2exchange) outgoing() *http.Request {
 		Host:       r.Host,
 		Trailer:    r.Trailer,
 	}
+	// The body is streamed as the client sends it (gRPC client streaming),
+	// and the client's trailers follow it (r.Trailer is filled in when the
+	// body ends).
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		x.body = &h2body{x: x, src: r.Body}
 		x.body.wd.onTimeout = x.uploadTimeout
@@ -209,6 +224,20 @@ func (x *h2exchange) outgoing() *http.Request {
 	}
 	trace := &httptrace.ClientTrace{Got1xxResponse: x.interim}
 	return out.WithContext(httptrace.WithClientTrace(x.ctx, trace))
+}
+
+// acceptsTrailers reports whether TE field values list "trailers" (RFC 9110
+// §10.1.4).
+func acceptsTrailers(te []string) bool {
+	for _, v := range te {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok, _, _ = strings.Cut(tok, ";")
+			if strings.EqualFold(textproto.TrimString(tok), "trailers") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // attempt forwards the request to rs; it returns an error only when no
@@ -220,6 +249,11 @@ func (x *h2exchange) attempt(rs *realServer) error {
 	out := *x.out
 	u := *out.URL
 	u.Host = rs.Address
+	if rs.h2 && rs.tlsCfg != nil {
+		// HTTP/2 over TLS: the transport dials TLS for https URLs, and
+		// :scheme says https (RFC 9113 §8.3.1).
+		u.Scheme = "https"
+	}
 	out.URL = &u
 	resp, err := rs.transport(x.cfg).RoundTrip(&out)
 	var ce *connectError
@@ -233,6 +267,15 @@ func (x *h2exchange) attempt(rs *realServer) error {
 	if err != nil {
 		x.roundTripFailed(err)
 		return nil
+	}
+	if len(resp.Trailer) > 0 && resp.ContentLength >= 0 {
+		// An HTTP/2 real server may give a length and trailers (Go's
+		// does); an HTTP/1.1 client can get trailers only in chunked
+		// encoding (RFC 9112 §7.1.2), so the length goes, and the
+		// trailers are announced (RFC 9110 §6.6.2).
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+		resp.Header["Trailer"] = slices.Collect(maps.Keys(resp.Trailer))
 	}
 	x.relay(rs, resp)
 	return nil
@@ -277,6 +320,9 @@ func (x *h2exchange) relay(rs *realServer, resp *http.Response) {
 	}
 	h := x.w.Header()
 	copyResponseHeader(h, resp.Header)
+	if alt := s.altSvcFor(x.conn.port); alt != nil {
+		h["Alt-Svc"] = alt.value // the proxy's, as for HTTP/1.1
+	}
 	if p != nil && x.choice.setCookie != "" {
 		h.Add("Set-Cookie", persistence.SetCookieValue(p.cfg.CookieName, x.choice.setCookie, true))
 	}

@@ -10,9 +10,9 @@ import (
 
 // handlerConn is a client connection whose requests are served through
 // net/http's Handler interface (ServeHTTP, h2exchange.go) rather than by
-// clientConn's own HTTP/1.1 code: the HTTP/2 front end's connections
-// (h2conn). It holds what every exchange of the connection needs and keeps
-// count of the exchanges in flight.
+// clientConn's own HTTP/1.1 code: the HTTP/2 and HTTP/3 front ends'
+// connections (h2conn, h3conn). It holds what every exchange of the
+// connection needs and keeps count of the exchanges in flight.
 type handlerConn struct {
 	svc    *Service
 	proto  string      // the client's protocol, for the log (protoHTTP2, ...)
@@ -31,10 +31,22 @@ type handlerConn struct {
 // newHandlerConn describes client connection c, which speaks proto; cs is
 // its TLS state, nil for plain HTTP.
 func (s *Service) newHandlerConn(c net.Conn, proto string, cs *tls.ConnectionState) *handlerConn {
-	h := &handlerConn{svc: s, proto: proto, scheme: "http", peerIP: addrIP(c.RemoteAddr()), peer: addrOf(c.RemoteAddr()),
+	return s.newHandlerConnAt(c.RemoteAddr(), c.LocalAddr(), proto, cs)
+}
+
+// newHandlerConnAt describes a client connection from remote to local: TCP
+// addresses, or UDP ones for HTTP/3 (a QUIC connection is no net.Conn).
+func (s *Service) newHandlerConnAt(remote, local net.Addr, proto string, cs *tls.ConnectionState) *handlerConn {
+	if ua, ok := remote.(*net.UDPAddr); ok {
+		remote = &net.TCPAddr{IP: ua.IP, Port: ua.Port, Zone: ua.Zone}
+	}
+	h := &handlerConn{svc: s, proto: proto, scheme: "http", peerIP: addrIP(remote), peer: addrOf(remote),
 		inflight: make(map[*h2exchange]struct{})}
-	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
-		h.port = strconv.Itoa(ta.Port)
+	switch a := local.(type) {
+	case *net.TCPAddr:
+		h.port = strconv.Itoa(a.Port)
+	case *net.UDPAddr:
+		h.port = strconv.Itoa(a.Port)
 	}
 	if cs != nil {
 		h.scheme = "https"

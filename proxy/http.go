@@ -96,6 +96,11 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 		}
 		c = tc
 	}
+	if s.hasH2Servers() {
+		// clientConn's HTTP/1.1 relay cannot speak HTTP/2 to real servers.
+		s.serveH1Handler(c, tc, vs)
+		return
+	}
 	cc := &clientConn{svc: s, tls: tc, cfg: vs, conn: c, peerIP: addrIP(c.RemoteAddr()), peer: addrOf(c.RemoteAddr())}
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		cc.port = strconv.Itoa(ta.Port)
@@ -696,14 +701,21 @@ func (cc *clientConn) writeRequestHead(w *writer) {
 func (cc *clientConn) writeResponseHead(keep, dechunk bool) {
 	resp := &cc.resp
 	w := &cc.out
+	// With HTTP/3 on, the proxy's Alt-Svc replaces the real server's,
+	// which names the real server's own alternatives (RFC 7838 §3).
+	alt := cc.svc.altSvcFor(cc.port)
 	w.Write(resp.line)
 	w.WriteString("\r\n")
 	for i := range resp.headers {
 		h := &resp.headers[i]
-		if resp.dropField(h.name) || (dechunk && equalFold(h.name, "transfer-encoding")) {
+		if resp.dropField(h.name) || (dechunk && equalFold(h.name, "transfer-encoding")) ||
+			(alt != nil && equalFold(h.name, "alt-svc")) {
 			continue
 		}
 		writeField(w, h.name, h.value)
+	}
+	if alt != nil {
+		w.Write(alt.field)
 	}
 	switch {
 	case resp.status == 101:

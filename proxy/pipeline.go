@@ -12,25 +12,26 @@ import (
 )
 
 // The request pipeline every HTTP front end shares. A front end reads the
-// request off its wire protocol (HTTP/1.1: clientConn; HTTP/2: h2exchange)
-// and writes the answer back; the decisions in between are made here and in
-// persist.go, the same way for each: persistence and the scheduler pick the
-// real server (dispatch, through requestView), connect failures are retried
-// on another one, and the outcome is counted and logged once (account,
-// logExchange, from a record).
+// request off its wire protocol (HTTP/1.1: clientConn; HTTP/2 and HTTP/3:
+// h2exchange) and writes the answer back; the decisions in between are made
+// here and in persist.go, the same way for each: persistence and the
+// scheduler pick the real server (dispatch, through requestView), connect
+// failures are retried on another one, and the outcome is counted and logged
+// once (account, logExchange, from a record).
 
 // Access-log values of "proto".
 const (
 	protoHTTP10 = "HTTP/1.0"
 	protoHTTP11 = "HTTP/1.1"
 	protoHTTP2  = "HTTP/2.0"
+	protoHTTP3  = "HTTP/3.0"
 )
 
 // record is what one exchange leaves for the counters, passive health
 // observation and its log line, whichever front end carried it.
 type record struct {
 	start      time.Time
-	proto      string // protoHTTP10, protoHTTP11 or protoHTTP2
+	proto      string // protoHTTP10, protoHTTP11, protoHTTP2 or protoHTTP3
 	logMethod  []byte
 	logTarget  []byte
 	rs         *realServer // the real server of the last attempt, if any

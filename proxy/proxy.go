@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -38,6 +39,7 @@ type Proxy struct {
 	services  []*Service             // configuration order
 	listeners map[string]*listener   // by listenKey
 	redirects map[string]*redirector // tls.redirect_http listeners, by listenKey
+	h3        h3listeners            // UDP sockets of tls.http3 (h3.go)
 	started   bool
 	stopped   bool
 	accepting sync.WaitGroup // accept loops
@@ -56,7 +58,7 @@ type listener struct {
 // New builds the services of cfg; nothing listens until Start.
 func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 	p := &Proxy{log: log, events: newEventLog(), cfg: cfg, listeners: make(map[string]*listener),
-		tickets: tlsterm.NewRotator(ticketKeyPeriod)}
+		h3: h3listeners{byKey: make(map[string]*h3listener)}, tickets: tlsterm.NewRotator(ticketKeyPeriod)}
 	for _, vs := range cfg.VirtualServices {
 		s, err := p.newService(vs, cfg.Global.AccessLog)
 		if err != nil {
@@ -83,7 +85,13 @@ func (p *Proxy) Start() error {
 	if err != nil {
 		return err
 	}
-	if err := p.applyRedirects(p.cfg); err != nil {
+	h3bound, err := p.bindH3(p.cfg.VirtualServices, bound)
+	if err == nil {
+		if err = p.applyRedirects(p.cfg); err != nil {
+			closeH3(h3bound)
+		}
+	}
+	if err != nil {
 		for _, l := range bound {
 			l.ln.Close()
 		}
@@ -93,6 +101,7 @@ func (p *Proxy) Start() error {
 		s.start()
 	}
 	p.attach(p.services, bound)
+	p.attachH3(p.services, h3bound)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stopTickets = cancel
 	go p.tickets.Run(ctx)
@@ -248,6 +257,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		l.ln.Close()
 		delete(p.listeners, k)
 	}
+	for k, l := range p.h3.byKey {
+		p.retireH3(l)
+		delete(p.h3.byKey, k)
+	}
 	services := p.services
 	p.mu.Unlock()
 	var wg sync.WaitGroup
@@ -257,6 +270,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	p.accepting.Wait()
 	p.draining.Wait()
+	p.h3.closing.Wait() // the UDP sockets, once their connections ended
 	return ctx.Err()
 }
 
@@ -268,13 +282,15 @@ type Service struct {
 	cfg     atomic.Pointer[config.VirtualService]
 	reals   atomic.Pointer[realSet]
 	tls     atomic.Pointer[tlsFront]      // nil without TLS
+	altSvc  atomic.Pointer[[]altSvc]      // per TCP port, when HTTP/3 is on (h3.go); else nil
 	persist atomic.Pointer[persister]     // nil without persistence or a hashing scheduler
 	slots   atomic.Pointer[chan struct{}] // nil when max_conns is 0
 	access  atomic.Pointer[zap.Logger]    // nil when the access log is off
 	probe   healthcheck.Probe             // nil without an active check; guarded by p.mu
 
 	log    *zap.Logger
-	h2log  *log.Logger // x/net/http2's complaints about clients, at debug level
+	h2log  *log.Logger  // x/net/http2's complaints about clients, at debug level
+	h3log  *slog.Logger // quic-go's, likewise
 	events *eventLog
 
 	// Counters, read by Status.
@@ -300,6 +316,9 @@ type realSet struct {
 	byName map[string]*realServer
 	byAddr map[netip.AddrPort]*realServer // RDP routing tokens
 	tokens *tokens                        // cookie persistence, else nil
+	// h2 is set when a server of list speaks HTTP/2: HTTP/1.1 clients are
+	// then served through net/http (h1handler.go).
+	h2 bool
 }
 
 // newRealSet indexes list; byServer starts with the entries of keep (servers
@@ -317,6 +336,7 @@ func (s *Service) newRealSet(list []*realServer, keep map[*balancer.Server]*real
 	for _, rs := range list {
 		set.byServer[rs.Server] = rs
 		set.byName[rs.Name] = rs
+		set.h2 = set.h2 || rs.h2
 		if ap, err := netip.ParseAddrPort(rs.Address); err == nil {
 			set.byAddr[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = rs
 		}
@@ -350,6 +370,7 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 		stopCh:   make(chan struct{}),
 	}
 	s.h2log, _ = zap.NewStdLogAt(s.log.Named("h2"), zap.DebugLevel)
+	s.h3log = newH3Log(s.log)
 	s.cfg.Store(vs)
 	s.tls.Store(front)
 	s.setAccess(accessLog)
@@ -536,6 +557,7 @@ func (s *Service) cut(rs *realServer) {
 	}
 	s.mu.Unlock()
 	rs.reap(time.Time{})
+	rs.cutForwarding()
 }
 
 // stop begins a shutdown: no new clients, idle ones closed. Stopping twice

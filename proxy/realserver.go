@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http2"
 
 	"github.com/fulcrumlb/fulcrum/balancer"
 	"github.com/fulcrumlb/fulcrum/config"
@@ -26,7 +27,8 @@ type realServer struct {
 	svc    *Service
 	tlsCfg *tls.Config               // re-encryption, nil for plain TCP
 	tlsErr error                     // why tlsCfg could not be built
-	fwd    atomic.Pointer[transport] // the HTTP/2 front end's, nil until used
+	fwd    atomic.Pointer[transport] // the Handler front ends' (h2exchange), nil until used
+	h2     bool                      // protocol = "h2": spoken to only through fwd
 
 	mu      sync.Mutex
 	idle    []*backendConn // LIFO: the most recently used first, the warmest
@@ -71,11 +73,17 @@ func newRealServer(svc *Service, rc *config.RealServer) *realServer {
 		agentPct:    100,
 		agentWeight: -1,
 		agentMax:    -1,
+		h2:          rc.Protocol == config.ProtoH2,
 	}
 	if rc.TLS {
 		// The file was checked; a CA file that broke since makes every
 		// connect fail, and say why.
 		rs.tlsCfg, rs.tlsErr = tlsterm.ClientConfig(rc)
+		if rs.h2 && rs.tlsCfg != nil {
+			// HTTP/2 over TLS is chosen by ALPN only (RFC 9113 §3.2);
+			// connectH2 refuses a server that did not pick it.
+			rs.tlsCfg.NextProtos = []string{http2.NextProtoTLS}
+		}
 	}
 	rs.operator, _ = balancer.ParseAdminState(rc.State) // "" (not from a file) is Ready
 	rs.Server.SetAdminState(rs.operator)
@@ -195,6 +203,9 @@ func (rs *realServer) startMonitor(probe healthcheck.Probe) {
 		set.AgentAddr = rs.checkAddr(hc.AgentPort)
 	}
 	rep := &reporter{rs: rs}
+	if rs.h2 {
+		probe = healthcheck.HTTP2(probe) // a gRPC server may not answer HTTP/1.1
+	}
 	m := healthcheck.NewMonitor(probe, rs.checkAddr(hc.Port), set, rep)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

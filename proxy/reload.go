@@ -23,7 +23,8 @@ import (
 //     state the file changed replaces what the API set;
 //   - listen addresses that stay are not re-bound, even when they move to
 //     another service; new ones are bound before anything changes, so a
-//     failure leaves the old configuration running;
+//     failure leaves the old configuration running; the same goes for the
+//     UDP sockets of HTTP/3, whose QUIC connections so carry on;
 //   - removed services stop accepting and drain, for up to global.grace.
 //
 // Real servers added at run time (AddRealServer) and not in cfg are removed:
@@ -69,8 +70,15 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	var h3bound map[string]*h3listener
 	if p.started {
-		if err := p.applyRedirects(cfg); err != nil {
+		h3bound, err = p.bindH3(cfg.VirtualServices, bound)
+		if err == nil {
+			if err = p.applyRedirects(cfg); err != nil {
+				closeH3(h3bound)
+			}
+		}
+		if err != nil {
 			for _, l := range bound {
 				l.ln.Close()
 			}
@@ -89,6 +97,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	if p.started {
 		p.attach(next, bound)
+		p.attachH3(next, h3bound)
 	}
 	for _, s := range old {
 		s.log.Info("virtual service removed by reload; draining", zap.Duration("grace", cfg.Global.Grace))

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/zap"
 
 	"github.com/fulcrumlb/fulcrum/config"
@@ -20,7 +21,8 @@ import (
 type tlsFront struct {
 	store      *tlsterm.Store
 	cfg        *tls.Config
-	clientAuth bool // client certificates are verified: pass them on in headers
+	h3         *tls.Config // for QUIC (h3.go): cfg offering "h3" by ALPN; nil when tls.http3 is off
+	clientAuth bool        // client certificates are verified: pass them on in headers
 }
 
 // newTLSFront builds the TLS termination of vs, reading its certificate
@@ -48,7 +50,15 @@ func (p *Proxy) newTLSFront(vs *config.VirtualService) (*tlsFront, error) {
 		// is negotiated on the real server's behalf.
 		cfg.NextProtos = nil
 	}
-	return &tlsFront{store: store, cfg: cfg, clientAuth: vs.TLS.ClientAuth == "request" || vs.TLS.ClientAuth == "require"}, nil
+	f := &tlsFront{store: store, cfg: cfg, clientAuth: vs.TLS.ClientAuth == "request" || vs.TLS.ClientAuth == "require"}
+	if vs.TLS.HTTP3 {
+		// The same certificates and client_auth; QUIC makes it TLS 1.3
+		// only (RFC 9001 §4.2). A clone has the ticket keys of the
+		// moment: registered on its own to follow their rotation.
+		f.h3 = http3.ConfigureTLSConfig(cfg)
+		p.tickets.Register(f.h3)
+	}
+	return f, nil
 }
 
 // handshake terminates TLS on a new client connection, within

@@ -71,12 +71,14 @@ Try:
   curl http://%s/        (a few times: the real server's name changes, round robin)
   open http://%s/ in a browser
   curl -k https://%s/  (the same farm over HTTPS, self-signed certificate)
+  client -insecure https://%s/  (over HTTP/3: quic-go's example client;
+    go install github.com/quic-go/quic-go/example/client@v0.65.0)
   open http://%s/ for the web UI (user admin, password demo): take a real
     server offline and watch curl skip it
   FULCRUM_PASSWORD=demo fulcrum ctl -url http://%s status
 Press Ctrl-C to stop.
 
-`, vs.Name, vs.Listen[0], len(vs.RealServers), demoNames(vs), vs.Listen[0], vs.Listen[0], cfg.VirtualServices[1].Listen[0], cfg.Admin.Listen, cfg.Admin.Listen)
+`, vs.Name, vs.Listen[0], len(vs.RealServers), demoNames(vs), vs.Listen[0], vs.Listen[0], cfg.VirtualServices[1].Listen[0], cfg.VirtualServices[1].Listen[0], cfg.Admin.Listen, cfg.Admin.Listen)
 	}
 	return serve(cfg, "", stderr, ready)
 }
