@@ -4,6 +4,7 @@
 package config
 
 import (
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -93,6 +94,23 @@ type VirtualService struct {
 	// ForwardedFor appends X-Forwarded-For and sets X-Forwarded-Proto,
 	// -Host and -Port in http mode. If absent, true.
 	ForwardedFor bool `toml:"forwarded_for"`
+	// ForwardedHeader also adds the RFC 7239 Forwarded field (http mode).
+	// If absent, false.
+	ForwardedHeader bool `toml:"forwarded_header"`
+	// AcceptProxy has the listeners expect a PROXY protocol header (v1 or
+	// v2) before anything else on every connection, from a peer in
+	// TrustedProxies; the header's source address is then the client's.
+	AcceptProxy bool `toml:"accept_proxy"`
+	// TrustedProxies lists the peers ("10.0.0.0/8", "192.0.2.7",
+	// "2001:db8::/32") that may send a PROXY header, and whose
+	// X-Forwarded-For is believed. Required with AcceptProxy.
+	TrustedProxies []string `toml:"trusted_proxies"`
+	// Transparent connects to real servers from the client's own address
+	// (TPROXY: IP_TRANSPARENT), so that they see it as the source. Needs
+	// CAP_NET_ADMIN and routing that brings the replies back (README).
+	Transparent bool `toml:"transparent"`
+	// Trusted holds TrustedProxies parsed; set by Load and Parse.
+	Trusted []netip.Prefix `toml:"-"`
 	// MaxConns bounds concurrent client connections; further clients wait
 	// in the kernel's accept backlog. Zero means unlimited.
 	MaxConns int `toml:"max_conns"`
@@ -173,6 +191,12 @@ type RealServer struct {
 	// maintenance. If absent, ready. A state set at run time (admin API)
 	// survives reloads unless this value changes in the file.
 	State string `toml:"state"`
+	// SendProxy sends a PROXY protocol header ("v1" or "v2") with the
+	// client's addresses first on every connection to this real server; v2
+	// carries TLS details as TLVs when the service terminated TLS. If
+	// empty, none.
+	SendProxy string `toml:"send_proxy"`
+
 	// Line is the line of the server's [[virtual_service.real_server]]
 	// header, or of its inline table (zero if not parsed from a file).
 	Line int `toml:"-"`

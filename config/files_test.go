@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -119,21 +120,27 @@ func TestGoodFull(t *testing.T) {
 			TLSKey:      "testdata/test-only-admin.key",
 			MetricsAuth: false,
 			Users: []*AdminUser{
-				{Name: "admin", PasswordHash: hash, Line: 114},
-				{Name: "ops.viewer-2", PasswordHash: hash, Line: 118},
+				{Name: "admin", PasswordHash: hash, Line: 119},
+				{Name: "ops.viewer-2", PasswordHash: hash, Line: 123},
 			},
-			Line: 108,
+			Line: 113,
 		},
 		VirtualServices: []*VirtualService{
 			{
-				Name:         "web",
-				Listen:       []string{"127.0.0.1:443", "127.0.0.2:443"},
-				Mode:         ModeHTTP,
-				Scheduler:    "weighted_round_robin",
-				ForwardedFor: false,
-				MaxConns:     10000,
-				Retries:      3,
-				QueueTimeout: 2 * time.Second,
+				Name:            "web",
+				Listen:          []string{"127.0.0.1:443", "127.0.0.2:443"},
+				Mode:            ModeHTTP,
+				Scheduler:       "weighted_round_robin",
+				ForwardedFor:    false,
+				MaxConns:        10000,
+				Retries:         3,
+				QueueTimeout:    2 * time.Second,
+				ForwardedHeader: true,
+				AcceptProxy:     true,
+				TrustedProxies:  []string{"10.0.0.0/8", "192.0.2.7", "2001:db8::/32"},
+				Trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"),
+					netip.MustParsePrefix("2001:db8::/32")},
+				Transparent: true,
 				Timeouts: Timeouts{
 					Connect:      time.Second,
 					Client:       30 * time.Second,
@@ -169,7 +176,7 @@ func TestGoodFull(t *testing.T) {
 				},
 				TLS: TLS{
 					Certificates: []*Certificate{
-						{Cert: "testdata/test-only-admin.crt", Key: "testdata/test-only-admin.key", Line: 50},
+						{Cert: "testdata/test-only-admin.crt", Key: "testdata/test-only-admin.key", Line: 54},
 					},
 					MinVersion:   "1.3",
 					ALPN:         []string{ProtoHTTP1},
@@ -181,9 +188,9 @@ func TestGoodFull(t *testing.T) {
 					{
 						Name: "web1", Address: "10.0.0.1:8080", Weight: 3, MaxConns: 100,
 						TLS: true, TLSServerName: "web1.example.com", TLSVerify: true, TLSCA: "testdata/test-only-admin.crt",
-						Protocol: ProtoHTTP1, State: StateMaintenance, Line: 59,
+						Protocol: ProtoHTTP1, State: StateMaintenance, Line: 63,
 					},
-					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, TLS: true, Protocol: ProtoHTTP1, State: StateDrain, Line: 70},
+					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, TLS: true, Protocol: ProtoHTTP1, State: StateDrain, SendProxy: SendProxyV2, Line: 74},
 				},
 				Line: 10,
 			},
@@ -223,10 +230,10 @@ func TestGoodFull(t *testing.T) {
 				},
 				TLS: defaultTLS,
 				RealServers: []*RealServer{
-					{Name: "cache1", Address: "10.0.1.1:6379", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 88},
-					{Name: "cache2", Address: "10.0.1.2:6379", Weight: 2, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 89},
+					{Name: "cache1", Address: "10.0.1.1:6379", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 93},
+					{Name: "cache2", Address: "10.0.1.2:6379", Weight: 2, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 94},
 				},
-				Line: 78,
+				Line: 83,
 			},
 			{
 				Name:         "api",
@@ -250,9 +257,9 @@ func TestGoodFull(t *testing.T) {
 				},
 				TLS: defaultTLS,
 				RealServers: []*RealServer{
-					{Name: "10.0.2.1:80", Address: "10.0.2.1:80", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 98},
+					{Name: "10.0.2.1:80", Address: "10.0.2.1:80", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 103},
 				},
-				Line: 92,
+				Line: 97,
 			},
 			{
 				Name:         "rdp",
@@ -274,9 +281,9 @@ func TestGoodFull(t *testing.T) {
 				},
 				TLS: defaultTLS,
 				RealServers: []*RealServer{
-					{Name: "10.0.3.1:3389", Address: "10.0.3.1:3389", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 106},
+					{Name: "10.0.3.1:3389", Address: "10.0.3.1:3389", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 111},
 				},
-				Line: 100,
+				Line: 105,
 			},
 		},
 	}

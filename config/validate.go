@@ -136,6 +136,7 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 	v.healthCheck(p.with("health_check"), &vs.HealthCheck)
 	v.persistence(p.with("persistence"), vs)
 	listens = v.tls(p.with("tls"), i, vs, listens)
+	v.transparency(p, vs)
 	v.realServers(p, vs)
 	return listens
 }
@@ -166,6 +167,7 @@ func (v *validator) realServers(p path, vs *VirtualService) {
 		v.between(p.with("max_conns"), rs.MaxConns, 0, -1)
 		v.oneOf(p.with("state"), rs.State, states)
 		v.realServerTLS(p, vs, rs)
+		v.realServerTransparency(p, vs, rs)
 
 		// Two unnamed servers share a name only if they share an address,
 		// which is reported above.

@@ -216,8 +216,18 @@ func (f *fulcrum) rewrite(cfg config) {
 // then SIGKILL) when the test ends if it is still running.
 func startProcess(t testing.TB, args ...string) *fulcrum {
 	t.Helper()
+	return startProcessVia(t, nil, args...)
+}
+
+// startProcessVia is startProcess with the binary run through a command
+// that execs it (e.g. "ip netns exec NAME", so that the pid is fulcrum's).
+func startProcessVia(t testing.TB, via []string, args ...string) *fulcrum {
+	t.Helper()
 	f := &fulcrum{t: t, stdout: new(syncBuffer), stderr: new(syncBuffer), done: make(chan struct{})}
 	f.cmd = exec.Command(fulcrumBin, args...)
+	if len(via) > 0 {
+		f.cmd = exec.Command(via[0], append(append(via[1:len(via):len(via)], fulcrumBin), args...)...)
+	}
 	f.cmd.Stdout = f.stdout
 	f.cmd.Stderr = f.stderr
 	if err := f.cmd.Start(); err != nil {

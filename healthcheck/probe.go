@@ -178,7 +178,14 @@ func (c *check) dial(addr string) (conn net.Conn, stop func(), err error) {
 		conn.SetDeadline(dl)
 	}
 	unhook := context.AfterFunc(c.ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	return conn, func() { unhook(); conn.Close() }, nil
+	stop = func() { unhook(); conn.Close() }
+	if h, ok := c.ctx.Value(proxyHeaderKey{}).([]byte); ok { // SendProxy
+		if _, err := conn.Write(h); err != nil {
+			stop()
+			return nil, nil, err
+		}
+	}
+	return conn, stop, nil
 }
 
 // isTimeout reports whether err is a deadline passing.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -36,6 +37,9 @@ type backendConn struct {
 	conn      net.Conn
 	in        reader
 	idleSince time.Time
+	// private: made for one client (send_proxy, transparent); it goes
+	// back to that client's connection, never to the pool.
+	private bool
 }
 
 // get returns a pooled connection, or nil when the pool has no live one.
@@ -62,20 +66,46 @@ func (rs *realServer) get(check bool) *backendConn {
 
 // connect opens a TCP connection to the real server (tcp mode uses it as
 // it is; http mode through dial), within timeouts.connect, and re-encrypts
-// it for a tls real server.
-func (rs *realServer) connect() (net.Conn, error) { return rs.connectContext(context.Background()) }
+// it for a tls real server. cl is the client the connection is for, nil
+// for one that may serve any client (a pooled one).
+func (rs *realServer) connect(cl *clientID) (net.Conn, error) {
+	return rs.connectContext(context.Background(), cl)
+}
 
 // connectContext is connect, given up early when ctx is done (the HTTP/2
-// client that wanted it went away).
-func (rs *realServer) connectContext(ctx context.Context) (net.Conn, error) {
+// client that wanted it went away). A connection for client cl comes from
+// the client's address with transparent = true, and starts with its PROXY
+// header with send_proxy (before the TLS handshake of re-encryption, as
+// HAProxy sends it).
+func (rs *realServer) connectContext(ctx context.Context, cl *clientID) (net.Conn, error) {
 	if rs.tlsErr != nil {
 		return nil, rs.tlsErr
 	}
-	timeout := rs.svc.config().Timeouts.Connect
+	vs := rs.svc.config()
+	timeout := vs.Timeouts.Connect
 	d := net.Dialer{Timeout: timeout}
+	if cl != nil && vs.Transparent {
+		var src netip.Addr
+		if cl.src != nil {
+			src, _ = netip.AddrFromSlice(cl.src.IP)
+		}
+		if err := transparentDialer(&d, src, rs.Address); err != nil {
+			return nil, err
+		}
+	}
+	start := time.Now()
 	c, err := d.DialContext(ctx, "tcp", rs.Address)
-	if err != nil || rs.tlsCfg == nil {
-		return c, err
+	if err != nil {
+		return nil, err
+	}
+	if cl != nil && rs.sendProxy != 0 {
+		if err := writeProxyHeader(c, rs.sendProxy, cl, start.Add(timeout)); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if rs.tlsCfg == nil {
+		return c, nil
 	}
 	return rs.tlsClient(c, timeout)
 }
@@ -86,16 +116,17 @@ func (rs *realServer) connectContext(ctx context.Context) (net.Conn, error) {
 // real server gets here, and is sent to another real server, or a 502.
 var errH2Only = errors.New(`the real server speaks HTTP/2 (protocol = "h2"), and this HTTP/1.1 connection predates it: reconnect`)
 
-// dial opens a new connection for clientConn's HTTP/1.1 exchanges.
-func (rs *realServer) dial() (*backendConn, error) {
+// dial opens a new connection for clientConn's HTTP/1.1 exchanges: for
+// client cl alone (private), or nil for the pool.
+func (rs *realServer) dial(cl *clientID) (*backendConn, error) {
 	if rs.h2 {
 		return nil, errH2Only
 	}
-	c, err := rs.connect()
+	c, err := rs.connect(cl)
 	if err != nil {
 		return nil, err
 	}
-	bc := &backendConn{rs: rs, conn: c}
+	bc := &backendConn{rs: rs, conn: c, private: cl != nil}
 	bc.in.init(c)
 	return bc, nil
 }
@@ -215,6 +246,20 @@ func (rs *realServer) transport(vs *config.VirtualService) *http.Transport {
 	if cur != nil && cur.headerTimeout == vs.Timeouts.Server {
 		return cur.Transport
 	}
+	next := rs.newTransport(vs, nil)
+	if !rs.fwd.CompareAndSwap(cur, next) {
+		return rs.fwd.Load().Transport
+	}
+	if cur != nil {
+		cur.CloseIdleConnections()
+	}
+	return next.Transport
+}
+
+// newTransport makes a transport to the real server for the service
+// settings vs, whose connections are for client cl alone (handlerConn's
+// private ones), or for any client when cl is nil.
+func (rs *realServer) newTransport(vs *config.VirtualService, cl *clientID) *transport {
 	next := &transport{headerTimeout: vs.Timeouts.Server, conns: make(map[net.Conn]struct{})}
 	next.Transport = &http.Transport{
 		Proxy: nil, // never a proxy from the environment
@@ -232,7 +277,7 @@ func (rs *realServer) transport(vs *config.VirtualService) *http.Transport {
 		MaxResponseHeaderBytes: bufSize,
 	}
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		c, err := rs.connectContext(ctx)
+		c, err := rs.connectContext(ctx, cl)
 		if err == nil && rs.h2 && rs.tlsCfg != nil {
 			err = checkALPN(c)
 		}
@@ -265,13 +310,7 @@ func (rs *realServer) transport(vs *config.VirtualService) *http.Transport {
 	if rs.h2 {
 		t.HTTP2 = &http.HTTP2Config{SendPingTimeout: h2PingAfter, PingTimeout: h2PingTimeout}
 	}
-	if !rs.fwd.CompareAndSwap(cur, next) {
-		return rs.fwd.Load().Transport
-	}
-	if cur != nil {
-		cur.CloseIdleConnections()
-	}
-	return next.Transport
+	return next
 }
 
 // checkALPN fails a TLS connection to an h2 real server whose server did

@@ -63,7 +63,7 @@ func (b *reader) extendDeadline(now time.Time, timeout time.Duration) {
 
 func (b *reader) init(c net.Conn) {
 	b.conn = c
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc := tcpOf(c); tc != nil { // a *proxiedConn too (accept_proxy)
 		if raw, err := tc.SyscallConn(); err == nil {
 			b.raw, b.rawFn = raw, b.readFD
 		}

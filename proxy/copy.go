@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"time"
 )
 
@@ -99,9 +98,7 @@ func (f *flow) copyN(n int64) error {
 // spliceable reports whether both ends are plain TCP connections, so that
 // io.Copy moves bytes with splice(2) and no user-space copy.
 func (f *flow) spliceable() bool {
-	_, ok1 := f.src.conn.(*net.TCPConn)
-	_, ok2 := f.dst.conn.(*net.TCPConn)
-	return ok1 && ok2
+	return tcpOf(f.src.conn) != nil && tcpOf(f.dst.conn) != nil
 }
 
 func (f *flow) splice(n int64) error {
@@ -109,13 +106,15 @@ func (f *flow) splice(n int64) error {
 	if err := f.flush(); err != nil {
 		return err
 	}
-	dst := f.dst.conn.(*net.TCPConn)
+	// The *net.TCPConns themselves: splice(2) is io.Copy's path only
+	// between them (a *proxiedConn is unwrapped).
+	dst, src := tcpOf(f.dst.conn), tcpOf(f.src.conn)
 	for n > 0 {
 		seg := min(n, spliceSegment)
 		now := time.Now()
 		f.src.setDeadline(now.Add(f.readTimeout))
 		f.dst.setDeadline(now.Add(f.writeTimeout))
-		m, err := io.CopyN(dst, f.src.conn, seg)
+		m, err := io.CopyN(dst, src, seg)
 		f.n += m
 		n -= m
 		if err != nil {

@@ -131,7 +131,8 @@ func (h *h1conn) refuseUpgrade(w http.ResponseWriter, r *http.Request) {
 	hdr["Connection"] = []string{"close"} // what follows the head may be another protocol's bytes
 	w.WriteHeader(rec.status)
 	io.WriteString(w, body)
-	h.svc.logExchange(&rec, h.peerIP)
+	_, client, _ := clientOfRequest(h.svc.config().Trusted, h.peer, h.peerIP, r.Header["X-Forwarded-For"])
+	h.svc.logExchange(&rec, client)
 	h.svc.account(&rec)
 }
 

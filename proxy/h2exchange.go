@@ -51,6 +51,12 @@ type h2exchange struct {
 	unflushed  bool                       // the body's last piece is left for the end of the handler to send
 	abort      bool                       // the response could not be completed: reset the stream
 
+	// The request's client (clientaddr.go): the connection's, or from a
+	// trusted peer the client its X-Forwarded-For names.
+	client      netip.Addr
+	clientIP    string
+	peerTrusted bool // the connection's client is in trusted_proxies
+
 	// mu guards w against the goroutines of the transport (interim
 	// responses) and of the watchdogs.
 	mu       sync.Mutex
@@ -67,6 +73,7 @@ func (h *handlerConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.leave(x)
 	x.record = record{start: time.Now(), proto: h.proto, logMethod: []byte(r.Method), logTarget: []byte(r.RequestURI)}
+	x.resolveClient()
 	x.ctx, x.cancel = context.WithCancelCause(r.Context())
 	x.down.onTimeout = x.responseTimeout
 	x.serve()
@@ -77,7 +84,7 @@ func (h *handlerConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(x.cfg.Timeouts.Client))
 	}
 	x.finish()
-	s.logExchange(&x.record, h.peerIP)
+	s.logExchange(&x.record, x.clientIP)
 	s.account(&x.record)
 	if x.abort {
 		// RST_STREAM, so that the client does not take a truncated
@@ -136,13 +143,17 @@ func fieldCount(h http.Header) int {
 func (x *h2exchange) outgoing() *http.Request {
 	r := x.r
 	ff := x.cfg.ForwardedFor
+	fwd := x.cfg.ForwardedHeader
 	certs := x.svc.passClientCert()
-	h := make(http.Header, len(r.Header)+6)
-	var xff []string
+	h := make(http.Header, len(r.Header)+7)
+	var xff, fwds []string
 	for k, vv := range r.Header {
 		name := []byte(k)
 		switch {
 		case hopByHop(name):
+			continue
+		case fwd && isForwardedField(name):
+			fwds = vv
 			continue
 		case ff && forwardedField(name) != 0:
 			if forwardedField(name) == xffFor {
@@ -184,6 +195,20 @@ func (x *h2exchange) outgoing() *http.Request {
 		if x.conn.port != "" {
 			h["X-Forwarded-Port"] = []string{x.conn.port}
 		}
+	}
+	if fwd {
+		// Forwarded (RFC 7239 §4): a trusted peer's elements, then ours.
+		var b []byte
+		if x.peerTrusted {
+			for _, v := range fwds {
+				if v != "" {
+					b = append(b, v...)
+					b = append(b, ", "...)
+				}
+			}
+		}
+		b = appendForwarded(b, x.client, x.clientIP, x.conn.scheme == "https", []byte(r.Host))
+		h["Forwarded"] = []string{string(b)}
 	}
 
 	// The target as the client sent it (:path, RFC 9113 §8.3.1), not as
@@ -255,7 +280,7 @@ func (x *h2exchange) attempt(rs *realServer) error {
 		u.Scheme = "https"
 	}
 	out.URL = &u
-	resp, err := rs.transport(x.cfg).RoundTrip(&out)
+	resp, err := x.conn.transportFor(rs, x.cfg).RoundTrip(&out)
 	var ce *connectError
 	if errors.As(err, &ce) {
 		return ce.err
@@ -501,7 +526,7 @@ func (x *h2exchange) uploadTimeout(side int) {
 
 // HTTP/2: h2exchange is a requestView.
 
-func (x *h2exchange) peerAddr() netip.Addr { return x.conn.peer }
+func (x *h2exchange) peerAddr() netip.Addr { return x.client }
 func (x *h2exchange) path() []byte         { return x.reqPath }
 
 func (x *h2exchange) field(lowerName string) []byte {

@@ -21,11 +21,14 @@ type handlerConn struct {
 	peer   netip.Addr  // the same, for persistence and hashing
 	port   string      // the VIP's port, for X-Forwarded-Port
 	certs  []certField // X-SSL-Client-*, passed on when the service verifies client certificates
+	ident  *clientID   // for connections private to this client (send_proxy, transparent: proxyout.go)
 
 	mu       sync.Mutex
-	ended    bool                     // serving stopped: no handler may start
-	handlers sync.WaitGroup           // ServeHTTP calls running
-	inflight map[*h2exchange]struct{} // for cut
+	ended    bool                       // serving stopped: no handler may start
+	handlers sync.WaitGroup             // ServeHTTP calls running
+	inflight map[*h2exchange]struct{}   // for cut
+	private  map[*realServer]*transport // transports private to this client (transportFor)
+	spent    []*transport               // private ones replaced by a reload, to close at the end
 }
 
 // newHandlerConn describes client connection c, which speaks proto; cs is
@@ -41,7 +44,7 @@ func (s *Service) newHandlerConnAt(remote, local net.Addr, proto string, cs *tls
 		remote = &net.TCPAddr{IP: ua.IP, Port: ua.Port, Zone: ua.Zone}
 	}
 	h := &handlerConn{svc: s, proto: proto, scheme: "http", peerIP: addrIP(remote), peer: addrOf(remote),
-		inflight: make(map[*h2exchange]struct{})}
+		inflight: make(map[*h2exchange]struct{}), ident: newClientID(remote, local, cs)}
 	switch a := local.(type) {
 	case *net.TCPAddr:
 		h.port = strconv.Itoa(a.Port)
@@ -95,4 +98,5 @@ func (h *handlerConn) end() {
 	h.ended = true
 	h.mu.Unlock()
 	h.handlers.Wait()
+	h.endPrivate()
 }

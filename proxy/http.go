@@ -48,14 +48,28 @@ type clientConn struct {
 	// backend is the real-server connection of the exchange in flight, so
 	// that a shutdown whose grace ran out can close it too.
 	backend atomic.Pointer[backendConn]
+	// own holds the idle connections private to this client (to real
+	// servers with send_proxy, or with transparent: proxyout.go), kept for
+	// its next requests and closed when it leaves.
+	own   []*backendConn
+	ident *clientID // what those connections announce; made on first need
 
 	in    reader // from the client
 	out   writer // to the client
 	toSrv writer // to the real server of the current exchange
 
-	peerIP string     // the client's IP, for X-Forwarded-For and logs
+	peerIP string     // the connection's client IP (after a PROXY header), for X-Forwarded-For
 	peer   netip.Addr // the same, for persistence and hashing
 	port   string     // the VIP's port, for X-Forwarded-Port
+
+	// The request's client (clientaddr.go): the peer, or from a trusted
+	// peer the client its X-Forwarded-For names; for logs, persistence,
+	// hashing and Forwarded.
+	client       netip.Addr
+	clientIP     string
+	peerTrusted  bool       // the peer is in trusted_proxies
+	lastClient   netip.Addr // the last client found in X-Forwarded-For,
+	lastClientIP string     // and its text, kept for the next request
 
 	req  request
 	resp response
@@ -85,6 +99,11 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	vs := s.config()
+	if vs.AcceptProxy { // the PROXY header comes first, before TLS
+		if c = s.acceptProxy(c, vs); c == nil {
+			return
+		}
+	}
 	var tc *tls.Conn
 	if f := s.tls.Load(); f != nil {
 		if tc = s.handshake(c, f, vs); tc == nil {
@@ -159,6 +178,7 @@ func (cc *clientConn) close() {
 	cc.out.release()
 	cc.toSrv.n = 0
 	cc.toSrv.release()
+	cc.closeOwn()
 }
 
 // lingerClose ends a connection whose peer may still be sending (after an
@@ -237,9 +257,10 @@ func (cc *clientConn) exchange() bool {
 	cc.choice = choice{}
 	cc.tried = balancer.Tried{}
 	cc.record = record{start: time.Now(), proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
+	cc.client, cc.clientIP, cc.peerTrusted = cc.peer, cc.peerIP, false
 	keep := cc.serveRequest()
 	s := cc.svc
-	s.logExchange(&cc.record, cc.peerIP)
+	s.logExchange(&cc.record, cc.clientIP)
 	s.account(&cc.record)
 	return keep && !s.isStopping()
 }
@@ -271,6 +292,7 @@ func (cc *clientConn) serveRequest() bool {
 	cc.upgrade = req.connUpgrade && len(req.upgrade) > 0
 	cc.keep = (req.minor >= 1 && !req.connClose) || (req.minor == 0 && req.connKeepAlive)
 	cc.bodyDone = !req.chunked && req.contentLength <= 0
+	cc.resolveClient()
 	return cc.proxyRequest()
 }
 
@@ -338,12 +360,22 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 	defer cc.backend.Store(nil)
 	// A request with a body cannot be sent again, so a pooled connection
 	// for it is always checked first.
-	bc := rs.get(!cc.bodyDone)
+	private := rs.private()
+	var bc *backendConn
+	if private {
+		bc = cc.takeOwn(rs, !cc.bodyDone)
+	} else {
+		bc = rs.get(!cc.bodyDone)
+	}
 	for {
 		reused := bc != nil
 		if !reused {
+			var cl *clientID
+			if private {
+				cl = cc.clientOf()
+			}
 			var err error
-			if bc, err = rs.dial(); err != nil {
+			if bc, err = rs.dial(cl); err != nil {
 				return false, err
 			}
 		}
@@ -590,9 +622,12 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 		cc.err = err
 		return false, false
 	}
-	if reuse {
+	switch {
+	case reuse && bc.private:
+		cc.keepOwn(bc, now)
+	case reuse:
 		bc.rs.put(bc, now)
-	} else {
+	default:
 		bc.close()
 	}
 	return keep, false
@@ -637,12 +672,14 @@ func (cc *clientConn) tunnel(bc *backendConn, n int) bool {
 func (cc *clientConn) writeRequestHead(w *writer) {
 	req := &cc.req
 	ff := cc.cfg.ForwardedFor
+	fwd := cc.cfg.ForwardedHeader
 	certs := cc.tls != nil && cc.svc.passClientCert()
 	w.Write(req.line)
 	w.WriteString("\r\n")
 	for i := range req.headers {
 		h := &req.headers[i]
-		if req.dropField(h.name) || (ff && forwardedField(h.name) != 0) || (certs && isClientCertField(h.name)) {
+		if req.dropField(h.name) || (ff && forwardedField(h.name) != 0) || (certs && isClientCertField(h.name)) ||
+			(fwd && isForwardedField(h.name)) {
 			continue
 		}
 		writeField(w, h.name, h.value)
@@ -693,6 +730,21 @@ func (cc *clientConn) writeRequestHead(w *writer) {
 			w.WriteString(cc.port)
 			w.WriteString("\r\n")
 		}
+	}
+	if fwd {
+		// Forwarded (RFC 7239 §4): a trusted peer's elements, then ours.
+		w.WriteString("Forwarded: ")
+		if cc.peerTrusted {
+			for i := range req.headers {
+				h := &req.headers[i]
+				if isForwardedField(h.name) && len(h.value) > 0 {
+					w.Write(h.value)
+					w.WriteString(", ")
+				}
+			}
+		}
+		w.Write(appendForwarded(w.spare(), cc.client, cc.clientIP, cc.tls != nil, req.host))
+		w.WriteString("\r\n")
 	}
 	w.WriteString("\r\n")
 }

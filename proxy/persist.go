@@ -241,7 +241,7 @@ func (s *Service) learn(setCookie []byte, rs *realServer) {
 
 // HTTP/1.1: clientConn is a requestView.
 
-func (cc *clientConn) peerAddr() netip.Addr          { return cc.peer }
+func (cc *clientConn) peerAddr() netip.Addr          { return cc.client }
 func (cc *clientConn) field(lowerName string) []byte { return cc.req.field(lowerName) }
 
 func (cc *clientConn) path() []byte {

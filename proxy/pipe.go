@@ -97,8 +97,8 @@ func sinceLastData(c net.Conn) (time.Duration, bool) {
 	if u, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS
 		c = u.NetConn()
 	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	tc := tcpOf(c) // a *proxiedConn too (accept_proxy)
+	if tc == nil {
 		return 0, false
 	}
 	raw, err := tc.SyscallConn()

@@ -81,6 +81,9 @@ func (p *Proxy) Services() []*Service {
 func (p *Proxy) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := checkTransparent(p.cfg); err != nil {
+		return err
+	}
 	bound, err := p.bind(p.cfg.VirtualServices)
 	if err != nil {
 		return err

@@ -29,6 +29,10 @@ type realServer struct {
 	tlsErr error                     // why tlsCfg could not be built
 	fwd    atomic.Pointer[transport] // the Handler front ends' (h2exchange), nil until used
 	h2     bool                      // protocol = "h2": spoken to only through fwd
+	// sendProxy is the PROXY header version sent first on its
+	// connections (send_proxy; 0: none), which are then private to one
+	// client (proxyout.go). A change makes a new real server (sameTLS).
+	sendProxy byte
 
 	mu      sync.Mutex
 	idle    []*backendConn // LIFO: the most recently used first, the warmest
@@ -74,6 +78,7 @@ func newRealServer(svc *Service, rc *config.RealServer) *realServer {
 		agentWeight: -1,
 		agentMax:    -1,
 		h2:          rc.Protocol == config.ProtoH2,
+		sendProxy:   sendProxyVersion(rc.SendProxy),
 	}
 	if rc.TLS {
 		// The file was checked; a CA file that broke since makes every
@@ -206,6 +211,8 @@ func (rs *realServer) startMonitor(probe healthcheck.Probe) {
 	if rs.h2 {
 		probe = healthcheck.HTTP2(probe) // a gRPC server may not answer HTTP/1.1
 	}
+	// A real server that expects a PROXY header refuses a check without.
+	probe = healthcheck.SendProxy(probe, sendProxyName(rs.sendProxy))
 	m := healthcheck.NewMonitor(probe, rs.checkAddr(hc.Port), set, rep)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

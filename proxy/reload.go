@@ -35,6 +35,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	if p.stopped {
 		return errors.New("reload: the proxy is stopping")
 	}
+	if err := checkTransparent(cfg); err != nil {
+		return err
+	}
 	old := make(map[string]*Service, len(p.services))
 	for _, s := range p.services {
 		old[s.Name] = s
@@ -207,8 +210,9 @@ func (s *Service) update(c *serviceChange, accessLog bool) {
 }
 
 // sameTLS reports whether two entries of a real server connect the same way
-// (a change of TLS settings makes a new real server).
+// (a change of TLS settings or of send_proxy makes a new real server: its
+// pooled connections and health check were made for the old ones).
 func sameTLS(a, b *config.RealServer) bool {
 	return a.TLS == b.TLS && a.TLSServerName == b.TLSServerName && a.TLSVerify == b.TLSVerify &&
-		a.TLSCA == b.TLSCA && a.Protocol == b.Protocol
+		a.TLSCA == b.TLSCA && a.Protocol == b.Protocol && a.SendProxy == b.SendProxy
 }

@@ -25,6 +25,13 @@ func (s *Service) serveTCP(c net.Conn, slots chan struct{}) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	cfg := s.config()
+	if cfg.AcceptProxy { // the PROXY header comes first, before TLS or RDP
+		pc := s.acceptProxy(c, cfg)
+		if pc == nil {
+			return
+		}
+		c = pc
+	}
 	if f := s.tls.Load(); f != nil {
 		// TLS termination: the real server gets the decrypted bytes (or
 		// bytes encrypted again, with tls on the real server). Shutdown
@@ -57,7 +64,7 @@ func (s *Service) serveTCP(c net.Conn, slots chan struct{}) {
 		if attempt > 0 {
 			rs.retries.Add(1)
 		}
-		sc, err := rs.connect()
+		sc, err := rs.connect(tcpClient(c, rs))
 		if err != nil {
 			s.Pool.Release(srv)
 			rs.connectErrors.Add(1)
