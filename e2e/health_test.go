@@ -330,10 +330,13 @@ func TestAgentCheck(t *testing.T) {
 func TestPassiveObservation(t *testing.T) {
 	var failing atomic.Bool
 	failing.Store(true)
-	var checks atomic.Int64
+	var mu sync.Mutex
+	var checkTimes []time.Time // when a answered a health check
 	a := newHTTPBackend(t, "a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/health" {
-			checks.Add(1)
+			mu.Lock()
+			checkTimes = append(checkTimes, time.Now())
+			mu.Unlock()
 			io.WriteString(w, "OK")
 			return
 		}
@@ -362,11 +365,27 @@ func TestPassiveObservation(t *testing.T) {
 		t.Errorf("down detail = %q", d)
 	}
 	failing.Store(false)
-	n := checks.Load()
-	f.waitLog(5*time.Second, "a up", func(e logEntry) bool {
+	up := f.waitLog(5*time.Second, "a up", func(e logEntry) bool {
 		return e.str("msg") == "real server is up" && e.str("real_server") == "a"
 	})
-	if c := checks.Load() - n; c < 2 {
+	// The checks a answered between being marked down and up: rise of
+	// them, at least, brought it back.
+	downAt, err1 := time.Parse(time.RFC3339Nano, down.str("time"))
+	upAt, err2 := time.Parse(time.RFC3339Nano, up.str("time"))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("log times: %v %v", err1, err2)
+	}
+	mu.Lock()
+	c := 0
+	for _, at := range checkTimes {
+		// The log's times are in milliseconds: the check that brought a
+		// up arrived in the millisecond the log says it came up.
+		if at.After(downAt) && at.Before(upAt.Add(time.Millisecond)) {
+			c++
+		}
+	}
+	mu.Unlock()
+	if c < 2 {
 		t.Errorf("a came back after %d checks, want rise (2)", c)
 	}
 	if got := tally(t, vip, 10); got["a"] != 5 || got["b"] != 5 {

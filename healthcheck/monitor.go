@@ -97,6 +97,10 @@ type Monitor struct {
 	agentDown bool // the agent said down and has not said up since
 	succ      int  // consecutive active successes, up to Rise
 	fail      int  // consecutive active failures, up to Fall
+	// gen counts the times traffic errors took the server down: a check
+	// that started before one (and answered before the server broke)
+	// does not count towards its rise.
+	gen uint64
 
 	// Time, randomness and the agent query, replaced by tests.
 	now   func() time.Time
@@ -188,12 +192,20 @@ func (m *Monitor) nextInterval() time.Duration {
 // checkOnce runs one active check and applies its result. A check cut
 // short by Run's end counts for nothing.
 func (m *Monitor) checkOnce(ctx context.Context) {
+	m.mu.Lock()
+	gen := m.gen
+	m.mu.Unlock()
 	r := m.probe.Check(ctx, m.addr)
 	if ctx.Err() == context.Canceled {
 		return
 	}
 	m.r.Checked(r)
-	m.applyCheck(r)
+	m.mu.Lock()
+	stale := gen != m.gen
+	m.mu.Unlock()
+	if !stale {
+		m.applyCheck(r)
+	}
 }
 
 // applyCheck counts one active check's result and changes the state when
@@ -273,6 +285,7 @@ func (m *Monitor) ObserveError(detail string) {
 	}
 	m.checkUp = false
 	m.succ, m.fail = 0, 0
+	m.gen++
 	m.update(Result{Detail: fmt.Sprintf("%d consecutive errors in traffic: %s", n, detail)})
 }
 

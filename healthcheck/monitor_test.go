@@ -550,3 +550,35 @@ func TestMonitorConcurrent(t *testing.T) {
 		t.Errorf("first change %q, want down", changes[0])
 	}
 }
+
+// TestMonitorStaleCheck: a check that was under way when traffic errors took
+// the server down does not count towards its rise: only checks that start
+// afterwards can bring it back.
+func TestMonitorStaleCheck(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var calls atomic.Int32
+	p := probeFunc(func(ctx context.Context, _ string) Result {
+		if calls.Add(1) == 1 {
+			close(started)
+			<-release // answers after the server was taken down
+		}
+		return Result{OK: true, Detail: "ok"}
+	})
+	rec := &recorder{}
+	m := NewMonitor(p, "x:1", Settings{Interval: time.Hour, Timeout: time.Hour, Rise: 1, ObserveErrors: 1}, rec)
+	m.randN = func(int64) int64 { return 0 }
+	done := make(chan struct{})
+	go func() { m.checkOnce(context.Background()); close(done) }()
+	<-started
+	m.ObserveError("status 500")
+	close(release)
+	<-done
+	if m.Up() {
+		t.Errorf("up after a check that started before the server went down; changes %q", rec.Changes())
+	}
+	m.checkOnce(context.Background())
+	if !m.Up() {
+		t.Errorf("a fresh check did not bring it up; changes %q", rec.Changes())
+	}
+}
