@@ -92,6 +92,7 @@ type Server struct {
 	auth    *authenticator
 	rates   *sampler
 	handler http.Handler
+	sync    syncFields // HA sync endpoints (sync.go)
 
 	// newTicker makes the rate sampler's ticker; tests replace it.
 	newTicker func(d time.Duration) (<-chan time.Time, func())

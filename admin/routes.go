@@ -75,6 +75,8 @@ func (s *Server) routes() http.Handler {
 	})
 	handle(server+"/state", mutate(http.MethodPut, s.handleSetState))
 	handle(server+"/weight", mutate(http.MethodPut, s.handleSetWeight))
+	s.syncRoutes(handle)
+	s.haRoutes(handle) // ha.go
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: %s", r.URL.Path)
 	})
@@ -92,7 +94,7 @@ func (s *Server) common(next http.Handler) http.Handler {
 			h.Set(k, v)
 		}
 		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+			r.Body = http.MaxBytesReader(w, r.Body, bodyLimit(r))
 		}
 		next.ServeHTTP(w, r)
 	})

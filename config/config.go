@@ -18,6 +18,7 @@ type Config struct {
 	Global          Global            `toml:"global"`
 	Admin           Admin             `toml:"admin"`
 	VirtualServices []*VirtualService `toml:"virtual_service"`
+	HA              HA                `toml:"ha"`
 }
 
 // Admin is the admin API, web UI and /metrics listener. It is off when
@@ -519,6 +520,13 @@ func (t *TLS) setDefaults() {
 
 func (a *Admin) setDefaults() { a.MetricsAuth = true }
 
+func (h *HA) setDefaults() {
+	h.Priority = DefaultHAPriority
+	h.AdvertInterval = DefaultAdvertInterval
+	h.Preempt = true // RFC 5798 §6.1: Preempt_Mode defaults to True
+	h.TrackWeight = DefaultTrackWeight
+}
+
 func (p *Persistence) setDefaults() {
 	p.Method = DefaultPersistMethod
 	p.Timeout = DefaultPersistTimeout
@@ -586,3 +594,80 @@ func (r *RealServer) label() string {
 	}
 	return ""
 }
+
+// Defaults of the [ha] section.
+const (
+	DefaultHAPriority     = 100 // keepalived's
+	DefaultAdvertInterval = time.Second
+	DefaultTrackWeight    = 50
+)
+
+// HA is the [ha] section: this node's half of a VRRPv3 (RFC 5798) pair that
+// moves the floating IPs between two load balancers. It is off when the
+// section is absent (Interface is empty).
+type HA struct {
+	// Interface is the network interface that speaks VRRP and carries the
+	// floating IPs ("eth0"). Required; it must exist when Fulcrum starts.
+	Interface string `toml:"interface"`
+	// VRID is the Virtual Router Identifier, 1..255, the same on both
+	// nodes and unique on the link. Required.
+	VRID int `toml:"vrid"`
+	// Priority is 1..255; the higher wins. 255 is reserved for the owner
+	// of the addresses (RFC 5798 §5.2.4), which is Master at once and
+	// ignores the others. If absent, 100.
+	Priority int `toml:"priority"`
+	// AdvertInterval is the advertisement interval, 10ms..40.95s in whole
+	// centiseconds (RFC 5798 §5.2.7). If absent, 1s.
+	AdvertInterval time.Duration `toml:"advert_interval"`
+	// FloatingIPs are the virtual addresses with their prefix length
+	// ("10.0.0.21/24", "fd00::21/64"). Required. Each family present runs
+	// its own virtual router with the same VRID (RFC 5798 §1).
+	FloatingIPs []string `toml:"floating_ips"`
+	// Preempt lets a Backup take over from a lower-priority Master. If
+	// absent, true.
+	Preempt bool `toml:"preempt"`
+	// PreemptDelay is how long after start a Backup waits before it
+	// preempts. If zero, it preempts at once.
+	PreemptDelay time.Duration `toml:"preempt_delay"`
+	// UnicastPeers, if any, replace the multicast group: advertisements
+	// go to each of them (clouds, or networks that block 224.0.0.18).
+	UnicastPeers []string `toml:"unicast_peers"`
+	// TrackPing are addresses pinged to detect a network failure (not
+	// implemented yet: refused when not empty).
+	TrackPing []string `toml:"track_ping"`
+	// TrackServices are virtual services whose being red (no real server
+	// available) lowers this node's priority by TrackWeight.
+	TrackServices []string `toml:"track_services"`
+	// TrackWeight is 0..254; the priority never drops below 1. If absent, 50.
+	TrackWeight int `toml:"track_weight"`
+	// Notify is a command run on each transition with three more
+	// arguments: the state, the VRID and the priority. It is split on
+	// spaces (no shell, no quoting); empty runs nothing.
+	Notify string `toml:"notify"`
+	// SyncPeer is the peer's admin address ("host:port" for plain HTTP,
+	// "https://host:port" for an admin listener with TLS); the Master pushes
+	// its configuration and stick tables to it. Empty: no sync.
+	SyncPeer string `toml:"sync_peer"`
+	// SyncUser is the [[admin.user]] of the peer that pushes log in as.
+	// Required with SyncPeer.
+	SyncUser string `toml:"sync_user"`
+	// SyncPasswordFile holds that user's password (the first line; the
+	// file, not the config, so the config can be pushed and shown).
+	// Required with SyncPeer.
+	SyncPasswordFile string `toml:"sync_password_file"`
+	// SyncCA is a PEM file of the CAs that verify the peer's admin
+	// certificate over https; empty: the system roots.
+	SyncCA string `toml:"sync_ca"`
+
+	// VIPs, Peers and NotifyArgs are FloatingIPs, UnicastPeers and Notify
+	// parsed by validation.
+	VIPs       []netip.Prefix `toml:"-"`
+	Peers      []netip.Addr   `toml:"-"`
+	NotifyArgs []string       `toml:"-"`
+
+	// Line is the line of the [ha] header (zero if absent).
+	Line int `toml:"-"`
+}
+
+// Enabled reports whether the file has an [ha] section.
+func (h *HA) Enabled() bool { return h.Interface != "" }

@@ -33,6 +33,7 @@ address = "10.0.0.1:80"
 					File:   "lb.toml",
 					Global: Global{LogLevel: "info", LogFormat: "console", AccessLog: true, Grace: 30 * time.Second},
 					Admin:  Admin{MetricsAuth: true},
+					HA:     HA{Priority: 100, AdvertInterval: time.Second, Preempt: true, TrackWeight: 50},
 					VirtualServices: []*VirtualService{{
 						Name:         "web",
 						Listen:       []string{"127.0.0.1:80"},

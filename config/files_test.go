@@ -286,6 +286,26 @@ func TestGoodFull(t *testing.T) {
 				Line: 105,
 			},
 		},
+		HA: HA{
+			Interface:      "eth0",
+			VRID:           51,
+			Priority:       150,
+			AdvertInterval: 100 * time.Millisecond,
+			FloatingIPs:    []string{"10.0.0.21/24", "fd00::21/64"},
+			Preempt:        false,
+			PreemptDelay:   5 * time.Second,
+			UnicastPeers:   []string{"10.0.0.12", "fd00::12"},
+			TrackPing:      []string{},
+			TrackServices:  []string{"web", "rdp"},
+			TrackWeight:    20,
+			Notify:         "/usr/local/bin/ha-notify --quiet",
+			SyncPeer:       "10.0.0.12:9080",
+			SyncUser:       "sync", SyncPasswordFile: "testdata/test-only-sync-password", SyncCA: "testdata/test-only-admin.crt",
+			VIPs:       []netip.Prefix{netip.MustParsePrefix("10.0.0.21/24"), netip.MustParsePrefix("fd00::21/64")},
+			Peers:      []netip.Addr{netip.MustParseAddr("10.0.0.12"), netip.MustParseAddr("fd00::12")},
+			NotifyArgs: []string{"/usr/local/bin/ha-notify", "--quiet"},
+			Line:       127,
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%s\nwant\n%s", dump(c), dump(want))

@@ -50,6 +50,7 @@ func validate(d *decoder, c *Config) {
 		listens = v.virtualService(p, i, vs, listens)
 	}
 	v.admin(path{}.with("admin"), &c.Admin, listens)
+	v.ha(path{}.with("ha"), &c.HA, names)
 }
 
 type validator struct {

@@ -228,7 +228,12 @@ func (c *conn4) Read() (Inbound, error) {
 // check applies the receive checks of RFC 5798 §7.1 that need the IP
 // header, then Parse's.
 func check(p []byte, src, dst netip.Addr, ttl int, peers []netip.Addr, group netip.Addr) (Inbound, error) {
-	if ttl != TTL {
+	// With unicast peers (an extension: RFC 5798 knows only the group)
+	// the source is checked against the peers instead, as keepalived
+	// does: peers may be routed, and keepalived 2.2.7 sends IPv6 unicast
+	// advertisements with the default hop limit (64), not 255. We still
+	// send 255.
+	if ttl != TTL && len(peers) == 0 {
 		return Inbound{}, fmt.Errorf("%w: from %v: TTL %d, want %d", ErrDiscarded, src, ttl, TTL)
 	}
 	if len(peers) > 0 && !slices.Contains(peers, src) {

@@ -28,6 +28,7 @@ func TestCheck(t *testing.T) {
 		{name: "TTL 254", p: handVector, dst: GroupIPv4, ttl: 254, errText: "TTL 254, want 255"},
 		{name: "multicast check on a unicast destination", p: right, dst: uni, ttl: 255, errText: "sent to 10.0.0.2, not to 224.0.0.18"},
 		{name: "unicast peer", p: right, dst: uni, ttl: 255, peers: []netip.Addr{peerA}},
+		{name: "unicast peer, hop limit 64 (keepalived's IPv6 unicast)", p: right, dst: uni, ttl: 64, peers: []netip.Addr{peerA}},
 		{name: "unicast, legacy keepalived checksum", p: handVector, dst: uni, ttl: 255, peers: []netip.Addr{peerA}},
 		{name: "unicast, not a peer", p: right, dst: uni, ttl: 255, peers: []netip.Addr{netip.MustParseAddr("10.0.0.9")}, errText: "from 10.0.0.1: not a unicast peer"},
 		{name: "bad packet", p: handVector[:6], dst: GroupIPv4, ttl: 255, errText: "packet too short"},

@@ -65,6 +65,29 @@ const (
 	EventAdvert
 	// EventTimer is the expiry of the timer Event.Timer.
 	EventTimer
+	// EventSetPriority changes the local priority at run time to
+	// Event.Priority, as Event.Change says (not in the RFC: the operator's
+	// takeover and release, and tracking).
+	EventSetPriority
+)
+
+// PriorityChange is how an EventSetPriority applies.
+type PriorityChange int
+
+// The kinds of priority change.
+const (
+	// Adjust only changes the priority: a Master advertises it at once,
+	// so that a better Backup that preempts takes over; a Backup uses it
+	// from the next advertisement on.
+	Adjust PriorityChange = iota
+	// Takeover makes a Backup Master at once, without waiting for
+	// Master_Down_Interval: the old Master hears the higher priority and
+	// steps down (RFC 5798 §6.4.3).
+	Takeover
+	// Release makes a Master leave as on shutdown (priority 0, so the
+	// best Backup takes over after its Skew_Time, RFC 5798 §6.4.3) and
+	// stay a Backup.
+	Release
 )
 
 // Event is an input of the Machine.
@@ -79,6 +102,8 @@ type Event struct {
 	MaxAdvertInt uint16
 	// Timer is the timer that expired, for EventTimer.
 	Timer TimerKind
+	// Change says how an EventSetPriority applies its Priority.
+	Change PriorityChange
 }
 
 // Startup, Shutdown, Received and Expired build events.
@@ -88,6 +113,11 @@ func Received(from netip.Addr, a Advertisement) Event {
 	return Event{Kind: EventAdvert, From: from, Priority: a.Priority, MaxAdvertInt: a.MaxAdvertInt}
 }
 func Expired(k TimerKind) Event { return Event{Kind: EventTimer, Timer: k} }
+
+// SetPriority builds an EventSetPriority; p is 1..255 (0 is ignored).
+func SetPriority(p uint8, c PriorityChange) Event {
+	return Event{Kind: EventSetPriority, Priority: p, Change: c}
+}
 
 // ActionKind is what the Machine asks its Node to do.
 type ActionKind int
@@ -232,6 +262,9 @@ func (m *Machine) Deadline() (TimerKind, time.Time) { return m.timer, m.deadline
 // Step feeds one event, at time now, and returns the actions to perform
 // in order.
 func (m *Machine) Step(now time.Time, ev Event) []Action {
+	if ev.Kind == EventSetPriority {
+		return m.setPriority(now, ev)
+	}
 	if ev.Kind == EventAdvert && m.s.Priority == PriorityOwner {
 		// RFC 5798 §7.1: the address owner discards every
 		// advertisement; it is Master whatever the others say.
@@ -369,4 +402,27 @@ func (m *Machine) due(now time.Time, k, want TimerKind) bool {
 	}
 	m.timer, m.deadline = NoTimer, time.Time{}
 	return true
+}
+
+// setPriority applies an EventSetPriority. In Initialize it only sets the
+// priority used from Startup on.
+func (m *Machine) setPriority(now time.Time, ev Event) []Action {
+	if ev.Priority == PriorityStop {
+		return nil // 0 is the shutdown signal, not a priority
+	}
+	m.s.Priority = ev.Priority
+	switch m.state {
+	case Backup:
+		if ev.Change == Takeover {
+			return m.becomeMaster(now)
+		}
+	case Master:
+		if ev.Change == Release {
+			acts := []Action{m.cancel(), {Kind: ActSend, Priority: PriorityStop}, {Kind: ActRemoveVIPs}}
+			return append(acts, m.becomeBackup(now, 0, netip.Addr{}, 0)...)
+		}
+		m.masterPriority = m.s.Priority
+		return []Action{{Kind: ActSend, Priority: m.s.Priority}, m.set(now, AdverTimer, cs2d(m.adverInt))}
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -54,14 +55,31 @@ type Node struct {
 	vips  []netip.Addr
 
 	events   chan Event
+	prios    chan prioRequest
 	stopOnce sync.Once
 	stopc    chan struct{}
 	done     chan struct{}
 	timer    Timer
 
-	mu       sync.Mutex
-	state    State
-	mismatch bool // the Master's addresses differ from ours, logged
+	mu             sync.Mutex
+	state          State
+	since          time.Time  // of the last transition
+	priority       uint8      // ours, as the Machine has it now
+	master         netip.Addr // the Master, as the Machine knows it
+	masterPriority uint8
+	mismatch       bool // the Master's addresses differ from ours, logged
+}
+
+// NodeStatus is a snapshot of a Node.
+type NodeStatus struct {
+	State    State
+	Since    time.Time // of the last transition; zero before Run
+	Priority uint8     // ours now (takeover, release and tracking change it)
+	// Master is the current Master's address (ours when Master); invalid
+	// when none is known.
+	Master         netip.Addr
+	MasterPriority uint8
+	LocalAddr      netip.Addr
 }
 
 // NewNode returns a Node; Run starts it.
@@ -99,11 +117,41 @@ func NewNode(cfg NodeConfig, conn Conn, addrs AddressManager, clock Clock) (*Nod
 	}
 	return &Node{
 		cfg: cfg, m: m, conn: conn, addrs: addrs, clock: clock, vips: vips,
-		log:    log.With(zap.Uint8("vrid", cfg.VRID), zap.Stringer("src", local)),
-		events: make(chan Event),
-		stopc:  make(chan struct{}),
-		done:   make(chan struct{}),
+		log:      log.With(zap.Uint8("vrid", cfg.VRID), zap.Stringer("src", local)),
+		events:   make(chan Event),
+		prios:    make(chan prioRequest),
+		stopc:    make(chan struct{}),
+		done:     make(chan struct{}),
+		priority: m.Priority(),
 	}, nil
+}
+
+// Status is a snapshot; safe for concurrent use.
+func (n *Node) Status() NodeStatus {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := NodeStatus{State: n.state, Since: n.since, Priority: n.priority, LocalAddr: n.conn.LocalAddr()}
+	if n.state != Initialize {
+		st.Master, st.MasterPriority = n.master, n.masterPriority
+	}
+	return st
+}
+
+// SetPriority changes the priority at run time (see PriorityChange). It
+// returns once the Node has applied it, or at once if Run has ended.
+func (n *Node) SetPriority(p uint8, c PriorityChange) {
+	applied := make(chan struct{})
+	select {
+	case n.prios <- prioRequest{SetPriority(p, c), applied}:
+		<-applied
+	case <-n.done:
+	}
+}
+
+// prioRequest is a SetPriority event and the channel closed once applied.
+type prioRequest struct {
+	ev      Event
+	applied chan struct{}
 }
 
 // State is the current state; safe for concurrent use.
@@ -141,6 +189,9 @@ func (n *Node) Run(ctx context.Context) error {
 			n.received(in)
 		case ev := <-n.events:
 			n.step(ev)
+		case r := <-n.prios:
+			n.step(r.ev)
+			close(r.applied)
 		case <-n.stopc:
 			n.step(Shutdown())
 			return nil
@@ -204,13 +255,16 @@ func (n *Node) step(ev Event) {
 		n.act(a)
 	}
 	to := n.m.State()
+	master, prio := n.m.Master()
+	n.mu.Lock()
+	n.priority, n.master, n.masterPriority = n.m.Priority(), master, prio
+	if from != to {
+		n.state, n.since = to, n.clock.Now()
+	}
+	n.mu.Unlock()
 	if from == to {
 		return
 	}
-	n.mu.Lock()
-	n.state = to
-	n.mu.Unlock()
-	master, prio := n.m.Master()
 	n.log.Info("vrrp: state change", zap.Stringer("from", from), zap.Stringer("to", to),
 		zap.Stringer("master", master), zap.Uint8("master_priority", prio))
 	if n.cfg.OnStateChange != nil {
@@ -268,7 +322,7 @@ func (n *Node) abort() {
 	// A fresh Machine state is not needed: the Node does not restart.
 	n.mu.Lock()
 	from := n.state
-	n.state = Initialize
+	n.state, n.since = Initialize, n.clock.Now()
 	n.mu.Unlock()
 	if from != Initialize && n.cfg.OnStateChange != nil {
 		n.cfg.OnStateChange(from, Initialize)

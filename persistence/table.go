@@ -77,6 +77,9 @@ type Table[K comparable] struct {
 	max   int64 // bound on the number of entries, > 0
 	count atomic.Int64
 	seed  maphash.Seed
+	// onPut is told of every Put (see SetOnPut); nil: nobody listens, and
+	// Put pays one atomic load.
+	onPut atomic.Pointer[func(K, string)]
 
 	shards [numShards]shard[K]
 }
@@ -149,16 +152,82 @@ func (t *Table[K]) Get(k K) (string, bool) {
 
 // Put stores server for k, replacing any previous value, as the most
 // recently used entry. Inserting beyond the bound evicts the least recently
-// used entry of k's shard.
+// used entry of k's shard. The OnPut hook, if any, is told afterwards.
 func (t *Table[K]) Put(k K, server string) {
+	t.store(k, server, t.clock())
+	if f := t.onPut.Load(); f != nil {
+		(*f)(k, server)
+	}
+}
+
+// Restore stores server for k as last used at used, as when an HA peer
+// replicates its entry; unlike Put it does not tell the OnPut hook, so two
+// peers never echo entries back and forth. An entry already expired at used
+// is not stored (false). The entry goes to the front of its shard's LRU
+// list even if it is older than others there, so, as after a wall-clock
+// step, Sweep may find it only after those; Get never returns it expired.
+func (t *Table[K]) Restore(k K, server string, used time.Time) bool {
+	u := used.UnixNano()
+	if t.ttl > 0 && t.clock()-u >= t.ttl {
+		return false
+	}
+	t.store(k, server, u)
+	return true
+}
+
+// SetOnPut makes f the hook told of every Put, after the entry is stored
+// and outside the table's locks; nil removes it. f runs on the request
+// path, so it must be quick and must not block (the proxy's hook sends to a
+// bounded channel and drops when it is full). Safe to call at any time.
+func (t *Table[K]) SetOnPut(f func(k K, server string)) {
+	if f == nil {
+		t.onPut.Store(nil)
+		return
+	}
+	t.onPut.Store(&f)
+}
+
+// Range calls f for every entry not expired at the time its shard is read,
+// with its last use, shard by shard. Each shard is copied under its lock
+// and f runs outside it, so f may use the table; entries changed meanwhile
+// may be seen in their old or new state. f returning false stops the walk.
+func (t *Table[K]) Range(f func(k K, server string, used time.Time) bool) {
+	now := t.clock()
+	type item struct {
+		key    K
+		server string
+		used   int64
+	}
+	var buf []item
+	for i := range t.shards {
+		s := &t.shards[i]
+		buf = buf[:0]
+		s.mu.Lock()
+		for ref := s.head; ref != 0; {
+			e := s.at(ref)
+			if !t.expired(e, now) {
+				buf = append(buf, item{e.key, e.server, e.used})
+			}
+			ref = e.next
+		}
+		s.mu.Unlock()
+		for _, it := range buf {
+			if !f(it.key, it.server, time.Unix(0, it.used)) {
+				return
+			}
+		}
+	}
+}
+
+// store puts server for k with last use used. See Put.
+func (t *Table[K]) store(k K, server string, used int64) {
 	h := t.hash(k)
 	s := &t.shards[h>>(64-shardBits)]
-	now := t.clock()
 	s.mu.Lock()
 	if _, ref := s.lookup(k, uint32(h)); ref != 0 {
 		e := s.at(ref)
 		e.server = server
-		e.used = now
+		e.used = used
 		s.toFront(ref, e)
 		s.mu.Unlock()
 		return
@@ -179,7 +248,7 @@ func (t *Table[K]) Put(k K, server string) {
 	}
 	ref := s.alloc()
 	e := s.at(ref)
-	*e = entry[K]{key: k, server: server, used: now}
+	*e = entry[K]{key: k, server: server, used: used}
 	s.insert(uint32(h), ref)
 	s.pushFront(ref, e)
 	s.mu.Unlock()

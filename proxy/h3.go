@@ -140,7 +140,7 @@ func (p *Proxy) listenH3(addr, key string, tcp map[string]*listener) (*h3listene
 			port = strconv.Itoa(ta.Port)
 		}
 	}
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, port))
+	pc, err := listenPacketFreebind(net.JoinHostPort(host, port))
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,7 @@ type Proxy struct {
 	stopped   bool
 	accepting sync.WaitGroup // accept loops
 	draining  sync.WaitGroup // services removed by a reload, finishing their work
+	stick     stickFeed      // stick-table changes for an HA peer (stick.go)
 }
 
 // listener is one bound listen address. It belongs to the proxy rather than
@@ -125,7 +126,7 @@ func (p *Proxy) bind(services []*config.VirtualService) (map[string]*listener, e
 			if p.listeners[k] != nil || bound[k] != nil {
 				continue
 			}
-			ln, err := net.Listen("tcp", addr)
+			ln, err := listenFreebind(addr) // IP_FREEBIND: a floating IP may not be here yet
 			if err != nil {
 				for _, l := range bound {
 					l.ln.Close()
@@ -295,6 +296,7 @@ type Service struct {
 	h2log  *log.Logger  // x/net/http2's complaints about clients, at debug level
 	h3log  *slog.Logger // quic-go's, likewise
 	events *eventLog
+	stick  *stickFeed // the proxy's (stick.go)
 
 	// Counters, read by Status.
 	requests atomic.Uint64
@@ -368,6 +370,7 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 		probe:    probe,
 		log:      p.log.With(zap.String("service", vs.Name)),
 		events:   p.events,
+		stick:    &p.stick,
 		conns:    make(map[frontConn]struct{}),
 		tcpConns: make(map[net.Conn]*realServer),
 		stopCh:   make(chan struct{}),
@@ -378,7 +381,7 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 	s.tls.Store(front)
 	s.setAccess(accessLog)
 	s.setSlots(vs.MaxConns)
-	s.persist.Store(newPersister(vs, nil))
+	s.persist.Store(s.hookStick(newPersister(vs, nil)))
 	var list []*realServer
 	servers := make([]*balancer.Server, 0, len(vs.RealServers))
 	for _, rc := range vs.RealServers {

@@ -56,7 +56,7 @@ func (p *Proxy) applyRedirects(cfg *config.Config) error {
 			want[k] = old
 			continue
 		}
-		ln, err := net.Listen("tcp", r.addr)
+		ln, err := listenFreebind(r.addr)
 		if err != nil {
 			for _, b := range bound {
 				b.srv.Close()

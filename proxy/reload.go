@@ -164,7 +164,7 @@ func (s *Service) update(c *serviceChange, accessLog bool) {
 	vs := c.vs
 	s.cfg.Store(vs)
 	s.tls.Store(c.tls)
-	s.persist.Store(newPersister(vs, s.persist.Load()))
+	s.persist.Store(s.hookStick(newPersister(vs, s.persist.Load())))
 	s.setAccess(accessLog)
 	if vs.MaxConns != old.MaxConns {
 		s.setSlots(vs.MaxConns)

@@ -60,6 +60,7 @@ var ctlCommands = []ctlCommand{
 	{"add", "VS NAME ADDRESS [WEIGHT]", "add a real server at runtime (VS/NAME ADDRESS [WEIGHT] works too)", prepareAdd},
 	{"remove", "VS/RS", "remove a real server at runtime", prepareRemove},
 	{"reload", "", "re-read the configuration file; a refused file's problems are printed", prepareReload},
+	{"ha", "status|takeover|release|auto", "high availability: show the VRRP state; become Master; hand over; back to the configured priority", prepareHA},
 }
 
 func findCtlCommand(name string) (ctlCommand, bool) {

@@ -56,6 +56,21 @@ func serve(cfg *config.Config, path string, stderr io.Writer, ready func()) int 
 			return 1
 		}
 	}
+	// [ha] after the proxy listens: a Master's floating IPs serve at once.
+	// Sync first, so that becoming Master starts the pushing.
+	ctl.enableSyncReceive(cfg)
+	err = ctl.configureSync(cfg.HA)
+	if err == nil {
+		err = ctl.startHA(cfg)
+	}
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		if ctl.admin != nil {
+			ctl.admin.Shutdown(context.Background())
+		}
+		p.Shutdown(context.Background())
+		return 1
+	}
 	log.Info("fulcrum started", zap.String("version", version), zap.String("config", cfg.File))
 	if ready != nil {
 		ready()
@@ -67,6 +82,10 @@ func serve(cfg *config.Config, path string, stderr io.Writer, ready func()) int 
 		}
 		ctl.Reload() // logs its outcome
 	}
+	// HA first: the Backup takes over at once (priority 0) while this
+	// node drains what it has.
+	ctl.stopHA()
+	ctl.stopSync()
 	grace := ctl.grace()
 	log.Info("stopping: finishing in-flight requests", zap.Stringer("signal", s), zap.Duration("grace", grace))
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -103,6 +122,11 @@ type controller struct {
 	log   *zap.Logger
 	level zap.AtomicLevel
 	admin *admin.Server // nil without [admin]
+	ha    haRun         // [ha] at run time (ha.go)
+	sync  haSync        // [ha] sync_peer's sending side (hasync.go)
+	// stickFeed is the proxy's stick-table change feed, opened for the
+	// first sync_peer and kept from then.
+	stickFeed <-chan proxy.StickUpdate
 
 	mu  sync.Mutex // one reload at a time
 	cfg *config.Config
@@ -152,7 +176,15 @@ func (c *controller) Reload() error {
 			c.admin.SetUsers(new.Users)
 		}
 	}
+	c.enableSyncReceive(cfg)
+	if err := c.configureSync(cfg.HA); err != nil {
+		c.log.Error("reload: [ha] sync_peer not applied: nothing is pushed", zap.Error(err))
+	}
+	if err := c.reloadHA(cfg.HA); err != nil {
+		c.log.Error("reload: [ha] not restarted", zap.Error(err))
+	}
 	c.cfg = cfg
+	c.pushConfig()
 	c.log.Info("configuration reloaded", zap.String("config", c.path))
 	return nil
 }
