@@ -23,13 +23,7 @@ const chromiumPath = "/usr/bin/chromium"
 // follow, see a refused action in the error banner, read the events page
 // (text escaped), and save a screenshot (to $FULCRUM_SCREENSHOT_DIR if set).
 func TestBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skipf("headless browser test needs %s (Debian package chromium): %v", chromiumPath, err)
-	}
-	if testing.Short() {
-		t.Skip("headless browser test skipped in -short mode")
-	}
-
+	needBrowser(t)
 	f := newFixture(t)
 	f.s.now = time.Now
 	f.rt.changed = make(chan string, 16)
@@ -43,22 +37,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox, // CI runs as root
-		chromedp.DisableGPU,
-		chromedp.WindowSize(1440, 1000),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-	if err := chromedp.Do(browserCtx); err != nil { // starts the browser, without a timeout (see chromedp.Run)
-		t.Fatalf("start %s: %v", chromiumPath, err)
-	}
-	ctx, cancel := context.WithTimeout(browserCtx, 60*time.Second)
-	defer cancel()
+	ctx := startBrowser(t)
 
 	const (
 		row1    = `tr[data-service="web"][data-server="web1"]`
@@ -230,4 +209,38 @@ func richStatus(f *fixture) {
 		}
 	}
 	f.s.rates.observe(now, st)
+}
+
+// needBrowser skips a test without the headless browser.
+func needBrowser(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skipf("headless browser test needs %s (Debian package chromium): %v", chromiumPath, err)
+	}
+	if testing.Short() {
+		t.Skip("headless browser test skipped in -short mode")
+	}
+}
+
+// startBrowser starts headless Chromium and returns a context for it that
+// ends within 60s, and with the test.
+func startBrowser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox, // CI runs as root
+		chromedp.DisableGPU,
+		chromedp.WindowSize(1440, 1000),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelBrowser)
+	if err := chromedp.Do(browserCtx); err != nil { // starts the browser, without a timeout (see chromedp.Run)
+		t.Fatalf("start %s: %v", chromiumPath, err)
+	}
+	ctx, cancel := context.WithTimeout(browserCtx, 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -168,9 +168,10 @@
 
   async function refresh() {
     try {
-      const [status] = await Promise.all([api('GET', '/api/v1/status'), refreshEvents()]);
+      const [status, haStatus] = await Promise.all([api('GET', '/api/v1/status'), fetchHA(), refreshEvents()]);
       if (!app.running) return;
       renderOverview(status);
+      renderHA(haStatus);
       const now = new Date();
       setLive(true, 'Live');
       setText($('footer-updated'), `Updated ${fmtClock(now)}`);
@@ -178,6 +179,35 @@
       if (e instanceof ApiError && e.status === 401) return;
       setLive(false, 'Connection lost');
     }
+  }
+
+  // ---- High availability (header) ----
+  // fetchHA returns the [ha] status, or null when HA is off (404) or the
+  // call failed: the header then shows nothing about HA.
+  async function fetchHA() {
+    try {
+      return await api('GET', '/api/v1/ha');
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) throw e;
+      return null;
+    }
+  }
+
+  // renderHA shows the node's role as an appliance does: Master (active) or
+  // Backup (passive), and whether a Backup hears its peer.
+  function renderHA(st) {
+    const el = $('ha');
+    if (!st) { el.hidden = true; return; }
+    const fams = st.families || [];
+    const peer = fams.some((f) => f.peer === 'down') ? 'down' : (fams.some((f) => f.peer === 'up') ? 'up' : '');
+    const roles = { master: 'Master (active)', backup: 'Backup (passive)', fault: 'Fault', initialize: 'Starting' };
+    let text = 'HA: ' + (roles[st.state] || st.state);
+    if (peer) text += ' · peer link ' + peer;
+    if (st.override) text += ' · ' + st.override;
+    setAttr(el, 'data-state', st.state);
+    setAttr(el, 'data-peer', peer);
+    setText($('ha-text'), text);
+    el.hidden = false;
   }
 
   // ---- Overview ----
