@@ -295,7 +295,7 @@ func TestGoodFull(t *testing.T) {
 			Preempt:        false,
 			PreemptDelay:   5 * time.Second,
 			UnicastPeers:   []string{"10.0.0.12", "fd00::12"},
-			TrackPing:      []string{},
+			TrackPing:      []string{"10.0.0.1", "fd00::1"},
 			TrackServices:  []string{"web", "rdp"},
 			TrackWeight:    20,
 			Notify:         "/usr/local/bin/ha-notify --quiet",

@@ -109,9 +109,6 @@ func (v *validator) ha(p path, h *HA, services map[string]*VirtualService) {
 			v.add(tp.elem(j, nil), "not an IP address: %q", s)
 		}
 	}
-	if len(h.TrackPing) > 0 {
-		v.add(tp, "not implemented yet: leave it empty")
-	}
 	sp := p.with("track_services")
 	for j, name := range h.TrackServices {
 		if services[name] == nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -19,8 +21,12 @@ import (
 // haRun is the [ha] section at run time, in the controller.
 type haRun struct {
 	mu    sync.Mutex
-	group *ha.Group // nil without [ha]
+	group *ha.Group // nil without [ha], or in FAULT
 	cfg   config.HA
+	// track_ping: the pinger's watch, and whether no ping node answers
+	// (FAULT: the group is stopped until one does).
+	stopPing context.CancelFunc
+	fault    bool
 }
 
 // startHA builds and starts the group of cfg's [ha], if any. It runs after
@@ -36,6 +42,71 @@ func (c *controller) startHALocked(h config.HA) error {
 	if !h.Enabled() {
 		return nil
 	}
+	if err := c.startGroupLocked(h); err != nil {
+		return err
+	}
+	if len(h.TrackPing) > 0 {
+		var targets []netip.Addr
+		for _, s := range h.TrackPing {
+			if a, err := netip.ParseAddr(s); err == nil {
+				targets = append(targets, a.Unmap())
+			}
+		}
+		p, err := ha.NewPinger(targets, h.AdvertInterval)
+		if err != nil {
+			c.stopHALocked()
+			return fmt.Errorf("ha: track_ping: %w", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		c.ha.stopPing = cancel
+		go p.Run(ctx)
+		go c.watchPing(ctx, p, h)
+	}
+	return nil
+}
+
+// watchPing moves the node to FAULT when no ping node has answered for three
+// advert intervals (the group stops as on shutdown: a Master hands over at
+// once and drops the addresses), and out of it when one answers again (a
+// new group starts, as at start-up).
+func (c *controller) watchPing(ctx context.Context, p *ha.Pinger, h config.HA) {
+	t := time.NewTicker(h.AdvertInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok := p.Reachable()
+		c.ha.mu.Lock()
+		if ctx.Err() == nil {
+			switch {
+			case !ok && !c.ha.fault:
+				from := "backup"
+				if g := c.ha.group; g != nil {
+					from = g.Status().State
+					g.Stop()
+				}
+				c.ha.group, c.ha.fault = nil, true
+				c.log.Warn("HA state", zap.String("from", from), zap.String("to", "fault"), zap.Int("vrid", h.VRID),
+					zap.Strings("track_ping", h.TrackPing), zap.String("why", "no ping node answers"))
+				go c.haChanged()
+			case ok && c.ha.fault:
+				c.ha.fault = false
+				c.log.Info("HA: a ping node answers again: leaving FAULT", zap.Int("vrid", h.VRID))
+				if err := c.startGroupLocked(h); err != nil {
+					c.log.Error("HA: cannot restart after FAULT", zap.Error(err))
+					c.ha.fault = true
+				}
+			}
+		}
+		c.ha.mu.Unlock()
+	}
+}
+
+// startGroupLocked builds and starts the VRRP group of h.
+func (c *controller) startGroupLocked(h config.HA) error {
 	tracked := slices.Clone(h.TrackServices)
 	gc := ha.GroupConfig{
 		Interface:      h.Interface,
@@ -88,6 +159,10 @@ func (c *controller) stopHA() {
 }
 
 func (c *controller) stopHALocked() {
+	if c.ha.stopPing != nil {
+		c.ha.stopPing()
+		c.ha.stopPing, c.ha.fault = nil, false
+	}
 	if c.ha.group == nil {
 		return
 	}
@@ -103,7 +178,8 @@ func (c *controller) stopHALocked() {
 func (c *controller) reloadHA(h config.HA) error {
 	c.ha.mu.Lock()
 	defer c.ha.mu.Unlock()
-	if c.ha.group != nil && haEqual(c.ha.cfg, h) || c.ha.group == nil && !h.Enabled() {
+	running := c.ha.group != nil || c.ha.fault
+	if running && haEqual(c.ha.cfg, h) || !running && !h.Enabled() {
 		return nil
 	}
 	c.log.Info("HA: [ha] changed: restarting the group")
@@ -120,8 +196,17 @@ func haEqual(a, b config.HA) bool {
 // HAStatus implements admin.HARuntime.
 func (c *controller) HAStatus() (ha.Status, bool) {
 	c.ha.mu.Lock()
-	g := c.ha.group
+	g, fault, h := c.ha.group, c.ha.fault, c.ha.cfg
 	c.ha.mu.Unlock()
+	if fault {
+		st := ha.Status{Interface: h.Interface, VRID: h.VRID, Priority: h.Priority, State: "fault"}
+		for _, fam := range []string{ha.FamilyIPv4, ha.FamilyIPv6} {
+			if slices.ContainsFunc(h.VIPs, func(p netip.Prefix) bool { return p.Addr().Is6() == (fam == ha.FamilyIPv6) }) {
+				st.Families = append(st.Families, ha.FamilyStatus{Family: fam, State: "fault"})
+			}
+		}
+		return st, true
+	}
 	if g == nil {
 		return ha.Status{}, false
 	}
