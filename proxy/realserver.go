@@ -67,6 +67,21 @@ type realServer struct {
 	retiredAt   time.Time
 }
 
+// alpn is what the real server is offered by ALPN on re-encrypted
+// connections: HTTP/2 over TLS is chosen by ALPN only (RFC 9113 §3.2; the
+// transport refuses a server that did not pick it); a tcp service passes
+// the client's bytes on, whatever protocol they are, and offers none. (A
+// service whose mode changes is a new service, with new real servers.)
+func (rs *realServer) alpn() []string {
+	switch {
+	case rs.svc != nil && rs.svc.config() != nil && rs.svc.config().Mode == config.ModeTCP:
+		return nil
+	case rs.h2:
+		return []string{http2.NextProtoTLS}
+	}
+	return []string{config.ProtoHTTP1}
+}
+
 func newRealServer(svc *Service, rc *config.RealServer) *realServer {
 	rs := &realServer{
 		Server:      balancer.NewServer(rc.Name, rc.Address, rc.Weight, rc.MaxConns),
@@ -83,12 +98,7 @@ func newRealServer(svc *Service, rc *config.RealServer) *realServer {
 	if rc.TLS {
 		// The file was checked; a CA file that broke since makes every
 		// connect fail, and say why.
-		rs.tlsCfg, rs.tlsErr = tlsterm.ClientConfig(rc)
-		if rs.h2 && rs.tlsCfg != nil {
-			// HTTP/2 over TLS is chosen by ALPN only (RFC 9113 §3.2);
-			// connectH2 refuses a server that did not pick it.
-			rs.tlsCfg.NextProtos = []string{http2.NextProtoTLS}
-		}
+		rs.tlsCfg, rs.tlsErr = tlsterm.ClientConfig(rc, rs.alpn())
 	}
 	rs.operator, _ = balancer.ParseAdminState(rc.State) // "" (not from a file) is Ready
 	rs.Server.SetAdminState(rs.operator)

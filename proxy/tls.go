@@ -126,15 +126,7 @@ func isClientCertField(name []byte) bool {
 
 // tlsClient wraps a new connection to a real server in TLS (re-encryption).
 func (rs *realServer) tlsClient(c net.Conn, timeout time.Duration) (net.Conn, error) {
-	cfg := rs.tlsCfg
-	if rs.svc.config().Mode == config.ModeTCP && len(cfg.NextProtos) > 0 {
-		// tcp mode passes the client's bytes on, whatever protocol they
-		// are: no application protocol is offered on its behalf. (A tcp
-		// connection lasts; a copy of the config per connect is cheap.)
-		cfg = cfg.Clone()
-		cfg.NextProtos = nil
-	}
-	tc := tls.Client(c, cfg)
+	tc := tls.Client(c, rs.tlsCfg)
 	tc.SetDeadline(time.Now().Add(timeout))
 	if err := tc.Handshake(); err != nil {
 		c.Close()

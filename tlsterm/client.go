@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/fulcrumlb/fulcrum/config"
 )
@@ -20,9 +21,10 @@ const clientSessions = 64
 //   - the certificate is verified against tls_ca if given (read now), else
 //     the system roots; tls_verify = false skips verification, leaving the
 //     link encrypted but open to an active attacker on the path;
-//   - TLS 1.2 or later, ALPN "http/1.1";
+//   - TLS 1.2 or later, offering alpn (the protocol the proxy will speak:
+//     "http/1.1", "h2", or none for the bytes of a tcp service);
 //   - sessions are cached, so new connections to the real server resume.
-func ClientConfig(rs *config.RealServer) (*tls.Config, error) {
+func ClientConfig(rs *config.RealServer, alpn []string) (*tls.Config, error) {
 	name := rs.TLSServerName
 	if name == "" {
 		host, _, err := net.SplitHostPort(rs.Address)
@@ -35,13 +37,13 @@ func ClientConfig(rs *config.RealServer) (*tls.Config, error) {
 		ServerName:         name,
 		InsecureSkipVerify: !rs.TLSVerify,
 		MinVersion:         tls.VersionTLS12,
-		NextProtos:         []string{"http/1.1"},
+		NextProtos:         slices.Clone(alpn),
 		ClientSessionCache: tls.NewLRUClientSessionCache(clientSessions),
 	}
 	// A given CA file is read even with verification off, so that a wrong
 	// path is reported rather than lurking until verification is turned on.
 	if rs.TLSCA != "" {
-		pool, err := loadCAs(rs.TLSCA)
+		pool, err := LoadCAs(rs.TLSCA)
 		if err != nil {
 			return nil, fmt.Errorf("tls_ca: %w", err)
 		}

@@ -62,7 +62,7 @@ func TestClientConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := ClientConfig(&tt.rs)
+			cfg, err := ClientConfig(&tt.rs, []string{"http/1.1"})
 			wantErr(t, err, tt.wantErr)
 			if err != nil {
 				return
@@ -97,7 +97,7 @@ func TestClientResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr, _ := serveTLS(t, srv)
-	cfg, err := ClientConfig(&config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true, TLSCA: ca.File})
+	cfg, err := ClientConfig(&config.RealServer{Address: addr, TLSServerName: "backend.internal", TLSVerify: true, TLSCA: ca.File}, []string{"http/1.1"})
 	if err != nil {
 		t.Fatal(err)
 	}

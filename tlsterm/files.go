@@ -50,8 +50,8 @@ func fileError(name string, err error) error {
 	return fmt.Errorf("%s: %w", name, err)
 }
 
-// loadCAs reads a PEM file of CA certificates into a pool.
-func loadCAs(name string) (*x509.CertPool, error) {
+// LoadCAs reads a PEM file of CA certificates into a pool.
+func LoadCAs(name string) (*x509.CertPool, error) {
 	data, err := readFile(name)
 	if err != nil {
 		return nil, err

@@ -76,7 +76,7 @@ func ServerConfig(c *config.TLS, store *Store, r *Rotator) (*tls.Config, error) 
 		if c.ClientCA == "" {
 			return nil, fmt.Errorf("client_auth %q needs client_ca", c.ClientAuth)
 		}
-		pool, err := loadCAs(c.ClientCA)
+		pool, err := LoadCAs(c.ClientCA)
 		if err != nil {
 			return nil, fmt.Errorf("client_ca: %w", err)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/fulcrumlb/fulcrum/admin"
 	"github.com/fulcrumlb/fulcrum/config"
 	"github.com/fulcrumlb/fulcrum/ha"
+	"github.com/fulcrumlb/fulcrum/tlsterm"
 )
 
 // stickResync is how often a Master sends its whole stick tables again:
@@ -88,13 +88,8 @@ func (c *controller) configureSync(h config.HA) error {
 	}
 	pc := admin.PusherConfig{Peer: h.SyncPeer, User: h.SyncUser, Password: password, Log: c.log.Named("sync")}
 	if h.SyncCA != "" {
-		pem, err := os.ReadFile(h.SyncCA)
-		if err != nil {
-			return err
-		}
-		pc.RootCAs = x509.NewCertPool()
-		if !pc.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("sync_ca %s: no certificate", h.SyncCA)
+		if pc.RootCAs, err = tlsterm.LoadCAs(h.SyncCA); err != nil {
+			return fmt.Errorf("sync_ca: %w", err)
 		}
 	}
 	if s.pusher, err = admin.NewPusher(pc); err != nil {
