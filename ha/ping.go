@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -99,19 +100,10 @@ func (p *Pinger) read(ctx context.Context, c *icmp.PacketConn) {
 		if !ok || e.ID != p.id || (m.Type != ipv4.ICMPTypeEchoReply && m.Type != ipv6.ICMPTypeEchoReply) {
 			continue
 		}
-		if ip, ok := netip.AddrFromSlice(from.(*net.IPAddr).IP); ok && p.isTarget(ip.Unmap()) {
+		if ip, ok := netip.AddrFromSlice(from.(*net.IPAddr).IP); ok && slices.Contains(p.targets, ip.Unmap()) {
 			p.last.Store(time.Now().UnixNano())
 		}
 	}
-}
-
-func (p *Pinger) isTarget(a netip.Addr) bool {
-	for _, t := range p.targets {
-		if t == a {
-			return true
-		}
-	}
-	return false
 }
 
 // Reachable reports whether a target answered within the last three

@@ -5,9 +5,12 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509/pkix"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,4 +151,33 @@ func checkShutdownWaits(t *testing.T, stopped <-chan struct{}, release chan stru
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not return after the request finished")
 	}
+}
+
+// slowBackend answers "finished" once release is closed; started counts
+// the requests it has begun.
+func slowBackend(t testing.TB) (addr string, release chan struct{}, started *atomic.Int32) {
+	release, started = make(chan struct{}), new(atomic.Int32)
+	addr = httpBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		started.Add(1)
+		<-release
+		io.WriteString(w, "finished")
+	})
+	return addr, release, started
+}
+
+// getAsync GETs url with c in the background; the channel gets "STATUS
+// BODY READERR", or the request's error.
+func getAsync(c *http.Client, url string) <-chan string {
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := c.Get(url)
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answer <- fmt.Sprint(resp.StatusCode, " ", string(b), " ", err)
+	}()
+	return answer
 }

@@ -12,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -469,28 +468,12 @@ func TestH2InterimResponse(t *testing.T) {
 // closes; a stream in flight is answered in full, then its connection
 // closes and Shutdown returns.
 func TestH2Shutdown(t *testing.T) {
-	release := make(chan struct{})
-	var started atomic.Int32
-	backend := httpBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		started.Add(1)
-		<-release
-		io.WriteString(w, "finished")
-	})
+	backend, release, started := slowBackend(t)
 	e := startH2(t, nil, backend)
 	idle, fr := rawH2Conn(t, e)
 	defer idle.Close()
 	busy := e.client()
-	answer := make(chan string, 1)
-	go func() {
-		resp, err := busy.Get(e.url + "/slow")
-		if err != nil {
-			answer <- err.Error()
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		answer <- fmt.Sprint(resp.StatusCode, " ", string(b), " ", err)
-	}()
+	answer := getAsync(busy, e.url+"/slow")
 	waitFor(t, func() bool { return started.Load() == 1 })
 
 	stopped := make(chan struct{})

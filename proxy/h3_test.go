@@ -263,26 +263,10 @@ func TestH3Reload(t *testing.T) {
 // TestH3Shutdown: a stopping proxy lets the HTTP/3 request in flight
 // finish, then returns.
 func TestH3Shutdown(t *testing.T) {
-	release := make(chan struct{})
-	var started atomic.Int32
-	backend := httpBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		started.Add(1)
-		<-release
-		io.WriteString(w, "finished")
-	})
+	backend, release, started := slowBackend(t)
 	e := startH2(t, withH3(nil), backend)
 	c := e.h3client(nil)
-	answer := make(chan string, 1)
-	go func() {
-		resp, err := c.Get(e.url + "/slow")
-		if err != nil {
-			answer <- err.Error()
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		answer <- fmt.Sprint(resp.StatusCode, " ", string(b), " ", err)
-	}()
+	answer := getAsync(c, e.url+"/slow")
 	waitFor(t, func() bool { return started.Load() == 1 })
 	stopped := make(chan struct{})
 	go func() {
