@@ -33,6 +33,7 @@ type reader struct {
 	raw    syscall.RawConn
 	rawFn  func(fd uintptr) bool // readFD, bound once
 	rawErr error
+	noWait bool // readFD returns at EAGAIN instead of waiting (tryFill)
 
 	dl deadline // reads
 }
@@ -114,7 +115,7 @@ func (b *reader) readFD(fd uintptr) bool {
 			continue
 		case errno == syscall.EAGAIN:
 			b.release() // nothing yet: wait without the buffer
-			return false
+			return b.noWait
 		case errno != 0:
 			b.rawErr = errno
 		case n == 0:
@@ -146,14 +147,7 @@ func (b *reader) discard(n int) {
 // the front first. It returns errFull when the buffer holds bufSize unread
 // bytes.
 func (b *reader) fill() error {
-	if b.buf == nil {
-		b.buf = getBuf()
-	}
-	if b.r > 0 && b.w == bufSize {
-		b.w = copy(b.buf[:], b.buf[b.r:b.w])
-		b.r = 0
-	}
-	if b.w == bufSize {
+	if !b.makeRoom() {
 		return errFull
 	}
 	if b.raw != nil {
@@ -168,6 +162,34 @@ func (b *reader) fill() error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// makeRoom takes a buffer if there is none and moves unread bytes to its
+// front if they reach its end; it reports false when it holds bufSize
+// unread bytes.
+func (b *reader) makeRoom() bool {
+	if b.buf == nil {
+		b.buf = getBuf()
+	}
+	if b.r > 0 && b.w == bufSize {
+		b.w = copy(b.buf[:], b.buf[b.r:b.w])
+		b.r = 0
+	}
+	return b.w < bufSize
+}
+
+// tryFill reads what has already arrived, without waiting, and reports
+// whether it got bytes. It reports false, nil when nothing has arrived, when
+// it cannot tell (no raw descriptor: TLS) or when the buffer is full.
+func (b *reader) tryFill() (bool, error) {
+	if b.raw == nil || !b.makeRoom() {
+		return false, nil
+	}
+	w := b.w
+	b.noWait = true
+	err := b.rawRead()
+	b.noWait = false
+	return b.w > w, err
 }
 
 // release gives the buffer back to the pool if it holds no unread bytes.

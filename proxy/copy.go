@@ -53,7 +53,25 @@ func (f *flow) clock() time.Time {
 }
 
 func (f *flow) fill() error {
+	// Armed first: a lapsed deadline fails even a read that does not wait.
 	f.src.extendDeadline(f.clock(), f.readTimeout)
+	if f.dst.n > 0 {
+		// Bytes wait for the destination: they go out before a wait for
+		// more, so that a stream (server-sent events, a slow upload) is
+		// not held back until a buffer fills. What has arrived already is
+		// taken first, so that a fast body still moves in full buffers.
+		got, err := f.src.tryFill()
+		if err != nil {
+			f.srcErr = true
+			return err
+		}
+		if got {
+			return nil
+		}
+		if err := f.flush(); err != nil {
+			return err
+		}
+	}
 	if err := f.src.fill(); err != nil {
 		f.srcErr = true
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -189,5 +190,72 @@ func TestSlowUploadLongerThanServerTimeout(t *testing.T) {
 	n, err := io.ReadFull(c, resp)
 	if err != nil || !bytes.Equal(resp, benchResponse) {
 		t.Fatalf("response %q, %v; want the real server's 200", resp[:n], err)
+	}
+}
+
+// TestStreamedResponseNotHeldBack: a response body the real server sends in
+// pieces, waiting for the client to see each one (server-sent events,
+// long polling), reaches the client piece by piece, whatever its framing,
+// instead of waiting for a buffer to fill.
+func TestStreamedResponseNotHeldBack(t *testing.T) {
+	pieces := []string{"data: one\n\n", "data: two\n\n", "data: three\n\n"}
+	for _, tc := range []struct {
+		name  string
+		head  string
+		frame func(string) string
+		end   string
+	}{
+		{"chunked", "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+			func(p string) string { return strconv.FormatInt(int64(len(p)), 16) + "\r\n" + p + "\r\n" }, "0\r\n\r\n"},
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 36\r\n\r\n",
+			func(p string) string { return p }, ""},
+		{"until-close", "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+			func(p string) string { return p }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := make(chan struct{})
+			backend := listenTCP(t, func(c net.Conn) {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				var got []byte
+				for !bytes.Contains(got, []byte("\r\n\r\n")) {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					got = append(got, buf[:n]...)
+				}
+				c.Write([]byte(tc.head))
+				for _, p := range pieces {
+					c.Write([]byte(tc.frame(p)))
+					select { // the next piece only once the client has this one
+					case <-seen:
+					case <-time.After(5 * time.Second):
+						return
+					}
+				}
+				c.Write([]byte(tc.end))
+			})
+			p := startTestService(t, config.ModeHTTP, backend)
+			c, err := net.Dial("tcp", p.Services()[0].Addrs()[0].String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write([]byte("GET /events HTTP/1.1\r\nHost: x\r\n\r\n"))
+			c.SetReadDeadline(time.Now().Add(4 * time.Second))
+			var got []byte
+			buf := make([]byte, 4096)
+			for _, p := range pieces {
+				for !bytes.Contains(got, []byte(p)) {
+					n, err := c.Read(buf)
+					if err != nil {
+						t.Fatalf("waiting for %q: %v (got %q)", p, err, got)
+					}
+					got = append(got, buf[:n]...)
+				}
+				seen <- struct{}{}
+			}
+		})
 	}
 }
