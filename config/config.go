@@ -5,6 +5,7 @@ package config
 
 import (
 	"net/netip"
+	"regexp"
 	"strconv"
 	"time"
 )
@@ -128,6 +129,40 @@ type VirtualService struct {
 	// scheduler and reported with any other.
 	HashHeader string `toml:"hash_header"`
 
+	// Allow lists the client addresses or CIDRs ("192.0.2.0/24",
+	// "2001:db8::1") allowed in (http mode), tested on the request's
+	// client (after trusted_proxies); a client outside every entry gets
+	// 403. Empty allows every client.
+	Allow []string `toml:"allow"`
+	// Deny lists client addresses or CIDRs that get 403 (http mode),
+	// tested after Allow.
+	Deny []string `toml:"deny"`
+	// AllowNets and DenyNets hold Allow and Deny parsed; set by Load and
+	// Parse.
+	AllowNets []netip.Prefix `toml:"-"`
+	DenyNets  []netip.Prefix `toml:"-"`
+	// Compress gzips responses of compressible types (text/*, JSON,
+	// JavaScript, XML, SVG) of at least MinCompressSize bytes for clients
+	// that accept gzip (http mode). If absent, false.
+	Compress bool `toml:"compress"`
+	// Fallback is the "sorry server" (IP:port, plain HTTP/1.1) that
+	// answers while no real server of this service (pool) is available.
+	// Empty means none: such requests get 503.
+	Fallback string `toml:"fallback"`
+	// RateLimit bounds each client's request rate (http mode).
+	RateLimit RateLimit `toml:"rate_limit"`
+	// Routes send requests to other virtual services (pools: services
+	// without listen) or answer them with a redirect; the first that
+	// matches wins, in file order, and a request none matches goes to this
+	// service's own real servers (http mode, listening services only).
+	Routes []*Route `toml:"route"`
+	// RequestHeaders changes the request's header fields before it goes
+	// to a real server; ResponseHeaders the response's before it goes to
+	// the client (http mode). On a pool they apply after those of the
+	// listening service.
+	RequestHeaders  HeaderRules `toml:"request_headers"`
+	ResponseHeaders HeaderRules `toml:"response_headers"`
+
 	Timeouts    Timeouts      `toml:"timeouts"`
 	HealthCheck HealthCheck   `toml:"health_check"`
 	Persistence Persistence   `toml:"persistence"`
@@ -152,6 +187,74 @@ type Timeouts struct {
 	// Server bounds the wait for, and between, response bytes from a real
 	// server (with no bytes either way in tcp mode). If absent, 60s.
 	Server time.Duration `toml:"server"`
+}
+
+// RateLimit is a token bucket per client address: Requests per Per, plus
+// Burst requests more in a burst. A request beyond it gets 429 with
+// Retry-After. The limiter's table is bounded (MaxRateLimitClients), so a
+// flood of distinct addresses cannot grow memory.
+type RateLimit struct {
+	// Requests is the steady rate, per Per; 0 turns the limit off.
+	Requests int `toml:"requests"`
+	// Per is the window Requests is counted over; > 0. If absent, 1s.
+	Per time.Duration `toml:"per"`
+	// Burst is how many requests beyond Requests a client that was quiet
+	// may make at once. If absent, 0.
+	Burst int `toml:"burst"`
+}
+
+// Route is one content-switching rule. Every condition given must hold;
+// a route with none matches every request. Exactly one of To and Redirect
+// is required.
+type Route struct {
+	// Name labels the route in the access log and the API. If empty,
+	// "#N", N being its position in file order from 1.
+	Name string `toml:"name"`
+	// Host matches the request's host (without port, case-insensitively):
+	// exact ("api.example.com"), or "*.example.com" for any name ending in
+	// ".example.com".
+	Host string `toml:"host"`
+	// PathPrefix matches paths that start with it ("/v1/").
+	PathPrefix string `toml:"path_prefix"`
+	// PathRegex is a regular expression (RE2) the path must match
+	// somewhere; anchor it with ^ as needed. Not with PathPrefix.
+	PathRegex string `toml:"path_regex"`
+	// Methods, if not empty, lists the request methods that match.
+	Methods []string `toml:"methods"`
+	// Header is "Name: value": the request must carry the field with a
+	// value that the value, a regular expression, matches whole. "Name"
+	// alone (or "Name:") asks only that the field be present.
+	Header string `toml:"header"`
+	// To names the pool (a virtual service without listen) that serves the
+	// requests this route matches.
+	To string `toml:"to"`
+	// StripPrefix removes PathPrefix from the path before forwarding
+	// (leaving at least "/"). Needs PathPrefix and To.
+	StripPrefix bool `toml:"strip_prefix"`
+	// Redirect answers with a redirect to this URL ("https://host/new/")
+	// followed by the rest of the path after PathPrefix (the whole path
+	// without one) and the query.
+	Redirect string `toml:"redirect"`
+	// RedirectCode is 301, 302, 307 or 308. If absent, 302.
+	RedirectCode int `toml:"redirect_code"`
+
+	// Parsed by Load and Parse.
+	PathRE      *regexp.Regexp `toml:"-"` // PathRegex compiled; nil without one
+	HeaderName  string         `toml:"-"` // Header's field name, canonical (textproto)
+	HeaderValue *regexp.Regexp `toml:"-"` // Header's value anchored ^(?:…)$; nil: presence only
+
+	// Line is the line of the route's [[virtual_service.route]] header
+	// (zero if not parsed from a file).
+	Line int `toml:"-"`
+}
+
+// HeaderRules sets and removes header fields. Remove runs first, so a
+// field both removed and set ends with the set value.
+type HeaderRules struct {
+	// Set replaces each named field with the value (adding it if absent).
+	Set map[string]string `toml:"set"`
+	// Remove deletes each named field.
+	Remove []string `toml:"remove"`
 }
 
 // RealServer is one RIP:port behind a virtual service.
@@ -451,6 +554,11 @@ const (
 	DefaultSourceMask6    = 64
 	DefaultMaxEntries     = 1000000
 	DefaultInspectDelay   = 5 * time.Second
+
+	DefaultRatePer      = time.Second
+	DefaultRedirectCode = 302
+	MinCompressSize     = 1024 // bytes: smaller responses are not worth gzip's header
+	MaxRateLimitClients = 65536
 )
 
 // Limits.
@@ -567,6 +675,10 @@ func (h *HealthCheck) lateDefaults(given func(key string) bool) {
 	}
 }
 
+// IsPool reports whether the service is a pool: one without listen, which
+// binds nothing and serves only the requests that routes send it.
+func (v *VirtualService) IsPool() bool { return len(v.Listen) == 0 }
+
 // label names the service in problem messages.
 func (v *VirtualService) label() string {
 	if v.Name == "" {
@@ -671,3 +783,16 @@ type HA struct {
 
 // Enabled reports whether the file has an [ha] section.
 func (h *HA) Enabled() bool { return h.Interface != "" }
+
+func (r *RateLimit) setDefaults() { r.Per = DefaultRatePer }
+
+func (r *Route) setDefaults() { r.RedirectCode = DefaultRedirectCode }
+
+// label names the route in problem messages: by its name, else none (the
+// element's position is shown instead).
+func (r *Route) label() string {
+	if r.Name == "" {
+		return ""
+	}
+	return strconv.Quote(r.Name)
+}

@@ -54,7 +54,8 @@ address = "10.0.0.1:80"
 							Method: "none", Timeout: 30 * time.Minute, SourceMask: 32, SourceMask6: 64,
 							MaxEntries: 1000000, InspectDelay: 5 * time.Second,
 						},
-						TLS: TLS{MinVersion: "1.2", ALPN: []string{"h2", "http/1.1"}, ClientAuth: "none"},
+						TLS:       TLS{MinVersion: "1.2", ALPN: []string{"h2", "http/1.1"}, ClientAuth: "none"},
+						RateLimit: RateLimit{Per: time.Second},
 						RealServers: []*RealServer{{
 							Name: "10.0.0.1:80", Address: "10.0.0.1:80", Weight: 1,
 							TLSVerify: true, Protocol: "http/1.1", State: "ready", Line: 4,

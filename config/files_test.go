@@ -106,6 +106,11 @@ func TestGoodFull(t *testing.T) {
 		ExpectStatus: StatusRanges{{200, 399}}, Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout,
 		Rise: DefaultRise, Fall: DefaultFall,
 	}
+	defaultRateLimit := RateLimit{Per: DefaultRatePer}
+	defaultPersistence := Persistence{
+		Method: DefaultPersistMethod, Timeout: DefaultPersistTimeout, SourceMask: DefaultSourceMask,
+		SourceMask6: DefaultSourceMask6, MaxEntries: DefaultMaxEntries, InspectDelay: DefaultInspectDelay,
+	}
 	want := &Config{
 		File: "testdata/good-full.toml",
 		Global: Global{
@@ -120,10 +125,10 @@ func TestGoodFull(t *testing.T) {
 			TLSKey:      "testdata/test-only-admin.key",
 			MetricsAuth: false,
 			Users: []*AdminUser{
-				{Name: "admin", PasswordHash: hash, Line: 119},
-				{Name: "ops.viewer-2", PasswordHash: hash, Line: 123},
+				{Name: "admin", PasswordHash: hash, Line: 154},
+				{Name: "ops.viewer-2", PasswordHash: hash, Line: 158},
 			},
-			Line: 113,
+			Line: 148,
 		},
 		VirtualServices: []*VirtualService{
 			{
@@ -192,7 +197,8 @@ func TestGoodFull(t *testing.T) {
 					},
 					{Name: "web2", Address: "10.0.0.2:8080", Weight: 0, TLS: true, Protocol: ProtoHTTP1, State: StateDrain, SendProxy: SendProxyV2, Line: 74},
 				},
-				Line: 10,
+				RateLimit: defaultRateLimit,
+				Line:      10,
 			},
 			{
 				Name:         "cache",
@@ -233,7 +239,8 @@ func TestGoodFull(t *testing.T) {
 					{Name: "cache1", Address: "10.0.1.1:6379", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 93},
 					{Name: "cache2", Address: "10.0.1.2:6379", Weight: 2, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 94},
 				},
-				Line: 83,
+				RateLimit: defaultRateLimit,
+				Line:      83,
 			},
 			{
 				Name:         "api",
@@ -259,7 +266,8 @@ func TestGoodFull(t *testing.T) {
 				RealServers: []*RealServer{
 					{Name: "10.0.2.1:80", Address: "10.0.2.1:80", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 103},
 				},
-				Line: 97,
+				RateLimit: defaultRateLimit,
+				Line:      97,
 			},
 			{
 				Name:         "rdp",
@@ -283,7 +291,62 @@ func TestGoodFull(t *testing.T) {
 				RealServers: []*RealServer{
 					{Name: "10.0.3.1:3389", Address: "10.0.3.1:3389", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 111},
 				},
-				Line: 105,
+				RateLimit: defaultRateLimit,
+				Line:      105,
+			},
+			{
+				Name:         "site",
+				Listen:       []string{"127.0.0.1:8081"},
+				Mode:         ModeHTTP,
+				Scheduler:    DefaultScheduler,
+				ForwardedFor: true,
+				Retries:      DefaultRetries,
+				QueueTimeout: DefaultQueueTimeout,
+				Allow:        []string{"10.0.0.0/8", "2001:db8::1"},
+				Deny:         []string{"10.9.0.0/16"},
+				AllowNets:    []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::1/128")},
+				DenyNets:     []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")},
+				Compress:     true,
+				RateLimit:    RateLimit{Requests: 100, Per: time.Minute, Burst: 20},
+				Routes: []*Route{
+					{
+						Name: "api", Host: "api.example.com", PathPrefix: "/v1/", Methods: []string{"GET", "POST"},
+						Header: "X-Canary: 1|yes", To: "app", StripPrefix: true, RedirectCode: DefaultRedirectCode,
+						HeaderName: "X-Canary", HeaderValue: regexp.MustCompile("^(?:1|yes)$"), Line: 124,
+					},
+					{
+						PathRegex: "^/old[0-9]*/", Redirect: "https://www.example.com/new/", RedirectCode: 301,
+						PathRE: regexp.MustCompile("^/old[0-9]*/"), Line: 132,
+					},
+				},
+				RequestHeaders:  HeaderRules{Set: map[string]string{"X-Env": "prod"}, Remove: []string{"X-Debug"}},
+				ResponseHeaders: HeaderRules{Set: map[string]string{"Strict-Transport-Security": "max-age=31536000"}, Remove: []string{"Server"}},
+				Timeouts:        defaultTimeouts,
+				HealthCheck:     defaultHealthCheck,
+				Persistence:     defaultPersistence,
+				TLS:             defaultTLS,
+				RealServers: []*RealServer{
+					{Name: "10.0.4.1:80", Address: "10.0.4.1:80", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 119},
+				},
+				Line: 113,
+			},
+			{
+				Name:         "app",
+				Mode:         ModeHTTP,
+				Scheduler:    DefaultScheduler,
+				ForwardedFor: true,
+				Retries:      DefaultRetries,
+				QueueTimeout: DefaultQueueTimeout,
+				Fallback:     "10.0.5.9:80",
+				RateLimit:    defaultRateLimit,
+				Timeouts:     defaultTimeouts,
+				HealthCheck:  defaultHealthCheck,
+				Persistence:  defaultPersistence,
+				TLS:          defaultTLS,
+				RealServers: []*RealServer{
+					{Name: "10.0.5.1:80", Address: "10.0.5.1:80", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 146},
+				},
+				Line: 143,
 			},
 		},
 		HA: HA{
@@ -304,7 +367,7 @@ func TestGoodFull(t *testing.T) {
 			VIPs:       []netip.Prefix{netip.MustParsePrefix("10.0.0.21/24"), netip.MustParsePrefix("fd00::21/64")},
 			Peers:      []netip.Addr{netip.MustParseAddr("10.0.0.12"), netip.MustParseAddr("fd00::12")},
 			NotifyArgs: []string{"/usr/local/bin/ha-notify", "--quiet"},
-			Line:       127,
+			Line:       162,
 		},
 	}
 	if !reflect.DeepEqual(c, want) {

@@ -49,6 +49,7 @@ func validate(d *decoder, c *Config) {
 		}
 		listens = v.virtualService(p, i, vs, listens)
 	}
+	v.routeTargets(c, names)
 	v.admin(path{}.with("admin"), &c.Admin, listens)
 	v.ha(path{}.with("ha"), &c.HA, names)
 }
@@ -87,9 +88,11 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 		v.add(p.with("name"), "%q must start with a letter or digit and hold only letters, digits, '-', '_' and '.'", vs.Name)
 	}
 
+	// Without listen the service is a pool, which routes send requests
+	// to; an empty list is more likely a template gone wrong.
 	lp := p.with("listen")
-	if len(vs.Listen) == 0 {
-		v.add(lp, `required: one or more "host:port" addresses`)
+	if len(vs.Listen) == 0 && v.inFile(lp) {
+		v.add(lp, `empty: give one or more "host:port" addresses, or leave listen out to make this service a pool that routes send requests to`)
 	}
 	for j, text := range vs.Listen {
 		ap := lp.elem(j, nil)
@@ -138,13 +141,21 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 	v.persistence(p.with("persistence"), vs)
 	listens = v.tls(p.with("tls"), i, vs, listens)
 	v.transparency(p, vs)
+	v.l7(p, vs)
 	v.realServers(p, vs)
 	return listens
 }
 
 func (v *validator) realServers(p path, vs *VirtualService) {
 	rp := p.with("real_server")
-	if len(vs.RealServers) == 0 {
+	switch {
+	case len(vs.RealServers) > 0 || vs.Fallback != "":
+		// A fallback alone answers every request: a maintenance page.
+	case len(vs.Routes) > 0 && !vs.IsPool():
+		// Requests no route matches get 404.
+	case vs.IsPool():
+		v.add(rp, "pool has no real servers (and no fallback)")
+	default:
 		v.add(rp, "virtual service has no real servers")
 	}
 	byName := map[string]*RealServer{}
