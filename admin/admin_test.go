@@ -72,6 +72,7 @@ func newFakeRuntime() *fakeRuntime {
 			{
 				Name: "web", Mode: "http", Scheduler: "round_robin", Listen: []string{"127.0.0.1:8080"},
 				Color: proxy.ColorGreen, ActiveConns: 7, Queue: 1, Requests: 2000, Errors: 4,
+				Fallback: "127.0.0.1:8099", FallbackRequests: 12, RateLimited: 5,
 				RealServers: []proxy.RealServerStatus{
 					rs("web1", "10.0.0.1:80", proxy.ColorGreen, "up", config.StateReady, 1),
 					rs("web2", "10.0.0.2:80", proxy.ColorGreen, "up", config.StateReady, 2),

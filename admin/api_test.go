@@ -244,13 +244,16 @@ func TestStatusJSON(t *testing.T) {
 	var st struct {
 		Time     time.Time `json:"time"`
 		Services []struct {
-			Name        string  `json:"name"`
-			Color       string  `json:"color"`
-			Queue       int     `json:"queue"`
-			Active      int     `json:"active_connections"`
-			RequestRate float64 `json:"request_rate"`
-			ErrorRate   float64 `json:"error_rate"`
-			RealServers []struct {
+			Name           string  `json:"name"`
+			Color          string  `json:"color"`
+			Pool           bool    `json:"pool"`
+			Fallback       string  `json:"fallback"`
+			FallbackActive *bool   `json:"fallback_active"`
+			Queue          int     `json:"queue"`
+			Active         int     `json:"active_connections"`
+			RequestRate    float64 `json:"request_rate"`
+			ErrorRate      float64 `json:"error_rate"`
+			RealServers    []struct {
 				Name        string            `json:"name"`
 				State       string            `json:"state"`
 				Check       proxy.CheckStatus `json:"check"`
@@ -268,6 +271,9 @@ func TestStatusJSON(t *testing.T) {
 	web := st.Services[0]
 	if web.Name != "web" || web.Color != "green" || web.Queue != 1 || web.Active != 7 || web.RequestRate != 20 || web.ErrorRate != 2 {
 		t.Errorf("web = %+v", web)
+	}
+	if web.Pool || web.Fallback != "127.0.0.1:8099" || web.FallbackActive == nil || *web.FallbackActive {
+		t.Errorf("web: pool %t, fallback %q, fallback_active %v", web.Pool, web.Fallback, web.FallbackActive)
 	}
 	web2 := web.RealServers[1]
 	if web2.Name != "web2" || web2.RequestRate != 8 || web2.ErrorRate != 1 || web2.Check.Latency != 1500*time.Microsecond {

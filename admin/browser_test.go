@@ -76,10 +76,26 @@ func TestBrowser(t *testing.T) {
 		{`section[data-service="api"]`, "data-color", "yellow"},
 		{`section[data-service="db"]`, "data-color", "red"},
 		{`tr[data-service="api"][data-server="api3"]`, "data-color", "blue"},
+		// The fallback has a badge of its own; the color keeps its rules.
+		{`section[data-service="shop"]`, "data-color", "red"},
+		{`section[data-service="shop"]`, "data-fallback-active", "true"},
+		{`section[data-service="web"]`, "data-fallback-active", "false"},
 	} {
 		if got := attr(tt.sel, tt.name); got != tt.want {
 			t.Errorf("%s %s = %q, want %q", tt.sel, tt.name, got, tt.want)
 		}
+	}
+	step("fallback badge and pool chip",
+		chromedp.WaitVisible(chromedp.CSS(`section[data-service="shop"] .badge[data-v="fallback"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section[data-service="shop"] .chip[data-v="pool"]`)),
+		chromedp.WaitNotVisible(chromedp.CSS(`section[data-service="web"] .badge[data-v="fallback"]`)),
+	)
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('section[data-service="shop"] .chip.mono:not([data-v])').length`)); err != nil || n != 0 {
+		t.Errorf("the pool shows %d listen address chips, %v; want none", n, err)
+	}
+	badge, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`section[data-service="shop"] .badge[data-v="fallback"]`)))
+	if err != nil || badge != "Fallback active" {
+		t.Errorf("fallback badge = %q, %v", badge, err)
 	}
 	shot(t, ctx, filepath.Join(outDir, "admin-ui-overview.png"))
 
@@ -152,7 +168,8 @@ func shot(t *testing.T, ctx context.Context, path string) {
 }
 
 // richStatus gives the fake runtime a third, yellow service with a server
-// offline, recent checks and non-zero rates, as an operator would see.
+// offline, a pool whose fallback answers, recent checks and non-zero rates,
+// as an operator would see.
 func richStatus(f *fixture) {
 	now := time.Now()
 	f.rt.mu.Lock()
@@ -189,7 +206,17 @@ func richStatus(f *fixture) {
 		}
 		api.RealServers = append(api.RealServers, rs)
 	}
-	f.rt.status.Services = []proxy.ServiceStatus{f.rt.status.Services[0], api, f.rt.status.Services[1]}
+	// A pool (no listen) whose only real server is in maintenance: its
+	// fallback answers.
+	shop := proxy.ServiceStatus{
+		Name: "shop", Mode: "http", Scheduler: "round_robin", Pool: true, Color: proxy.ColorRed,
+		Fallback: "127.0.0.1:8099", FallbackActive: true, FallbackRequests: 7,
+		RealServers: []proxy.RealServerStatus{{
+			Name: "shop1", Address: "10.0.3.1:80", Color: proxy.ColorBlue, Health: "up", State: config.StateMaintenance,
+			Weight: 1, EffectiveWeight: 1, Check: proxy.CheckStatus{Type: "tcp", OK: true, Time: now.Add(-time.Second)},
+		}},
+	}
+	f.rt.status.Services = []proxy.ServiceStatus{f.rt.status.Services[0], api, shop, f.rt.status.Services[1]}
 	f.rt.mu.Unlock()
 
 	// Two samples five seconds apart give every service a rate.

@@ -30,6 +30,13 @@ var (
 	descServiceColor = prometheus.NewDesc("fulcrum_service_color",
 		"The virtual service's summary color: 1 for the current one (green: all up, yellow: some down, "+
 			"red: none available, blue: a real server deliberately offline).", []string{"service", "color"}, nil)
+	descServiceFallbackActive = prometheus.NewDesc("fulcrum_service_fallback_active",
+		"1 while the virtual service's fallback server answers (no real server available), else 0; "+
+			"only for services with a fallback.", svcLabels, nil)
+	descServiceFallbackRequests = prometheus.NewDesc("fulcrum_service_fallback_requests_total",
+		"Requests sent to the virtual service's fallback server; only for services with a fallback.", svcLabels, nil)
+	descServiceRateLimited = prometheus.NewDesc("fulcrum_service_rate_limited_total",
+		"Requests answered 429 by the virtual service's rate_limit (also counted in errors).", svcLabels, nil)
 
 	descRSRequests = prometheus.NewDesc("fulcrum_real_server_requests_total",
 		"Requests (tcp mode: connections) sent to the real server.", rsLabels, nil)
@@ -65,6 +72,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		descServiceRequests, descServiceErrors, descServiceActive, descServiceQueue, descServiceColor,
+		descServiceFallbackActive, descServiceFallbackRequests, descServiceRateLimited,
 		descRSRequests, descRSResponses, descRSBytesIn, descRSBytesOut, descRSActive, descRSMaxConns,
 		descRSUp, descRSState, descRSWeight, descRSEffWeight, descRSCheckLatency, descRSCheckOK,
 		descRSCheckTime, descRSRetries, descRSConnectErrors,
@@ -95,10 +103,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, vs := range c.rt.Status().Services {
 		counter(descServiceRequests, vs.Requests, vs.Name)
 		counter(descServiceErrors, vs.Errors, vs.Name)
+		counter(descServiceRateLimited, vs.RateLimited, vs.Name)
 		gauge(descServiceActive, float64(vs.ActiveConns), vs.Name)
 		gauge(descServiceQueue, float64(vs.Queue), vs.Name)
 		for _, color := range colors {
 			gauge(descServiceColor, bool01(vs.Color == color), vs.Name, color)
+		}
+		if vs.Fallback != "" {
+			gauge(descServiceFallbackActive, bool01(vs.FallbackActive), vs.Name)
+			counter(descServiceFallbackRequests, vs.FallbackRequests, vs.Name)
 		}
 		for _, rs := range vs.RealServers {
 			l := []string{vs.Name, rs.Name}

@@ -21,6 +21,9 @@ func TestMetrics(t *testing.T) {
 		`fulcrum_service_color{color="green",service="web"} 1`,
 		`fulcrum_service_color{color="red",service="web"} 0`,
 		`fulcrum_service_color{color="red",service="db"} 1`,
+		`fulcrum_service_fallback_active{service="web"} 0`,
+		`fulcrum_service_fallback_requests_total{service="web"} 12`,
+		`fulcrum_service_rate_limited_total{service="web"} 5`,
 		`fulcrum_real_server_requests_total{real_server="web1",service="web"} 1000`,
 		`fulcrum_real_server_responses_total{class="2xx",real_server="web1",service="web"} 990`,
 		`fulcrum_real_server_responses_total{class="5xx",real_server="web1",service="web"} 10`,
@@ -49,6 +52,9 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(r.body, w) {
 			t.Errorf("/metrics lacks %q", w)
 		}
+	}
+	if strings.Contains(r.body, `fulcrum_service_fallback_active{service="db"}`) {
+		t.Error("/metrics has fallback_active for db, which has no fallback")
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", r.body)

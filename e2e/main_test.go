@@ -123,14 +123,19 @@ func (c config) String() string {
 		if name == "" {
 			name = "web"
 		}
-		fmt.Fprintf(&b, "\n[[virtual_service]]\nname = %q\nlisten = [", name)
-		for i, l := range s.listen {
-			if i > 0 {
-				b.WriteString(", ")
+		fmt.Fprintf(&b, "\n[[virtual_service]]\nname = %q\n", name)
+		// Without listen addresses the service is a pool (no listen key:
+		// an empty list is refused).
+		if len(s.listen) > 0 {
+			b.WriteString("listen = [")
+			for i, l := range s.listen {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(&b, "%q", l)
 			}
-			fmt.Fprintf(&b, "%q", l)
+			b.WriteString("]\n")
 		}
-		b.WriteString("]\n")
 		b.WriteString(s.opts)
 		if s.timeouts != "" {
 			b.WriteString("\n[virtual_service.timeouts]\n")

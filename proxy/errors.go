@@ -12,7 +12,10 @@ import (
 // that each failure answers once with a short body and is logged once.
 var statusText = map[int]string{
 	400: "Bad Request",
+	403: "Forbidden", // allow, deny (route.go)
+	404: "Not Found", // no route matched, and the service has no real servers of its own (route.go)
 	408: "Request Timeout",
+	429: "Too Many Requests", // rate_limit (ratelimit.go), which adds Retry-After
 	431: "Request Header Fields Too Large",
 	501: "Not Implemented",
 	502: "Bad Gateway",

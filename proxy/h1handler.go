@@ -30,9 +30,22 @@ import (
 // HTTP/2 has no Upgrade); a request to upgrade to h2c is served as a plain
 // request, the Upgrade ignored (RFC 9110 §7.8 lets a server do so).
 
-// hasH2Servers reports whether one of the service's real servers speaks
-// HTTP/2, so that its HTTP/1.1 clients are served by serveH1Handler.
-func (s *Service) hasH2Servers() bool { return s.reals.Load().h2 }
+// hasH2Servers reports whether one of the service's real servers, or of the
+// pools its routes lead to, speaks HTTP/2, so that its HTTP/1.1 clients are
+// served by serveH1Handler.
+func (s *Service) hasH2Servers() bool {
+	if s.reals.Load().h2 {
+		return true
+	}
+	if t := s.routes.Load(); t != nil {
+		for i := range t.routes {
+			if p := t.routes[i].pool; p != nil && p.reals.Load().h2 {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // h1conn is one HTTP/1.1 client connection served through net/http.
 //

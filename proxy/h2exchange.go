@@ -50,6 +50,13 @@ type h2exchange struct {
 	responded  bool                       // the response head went to the client
 	unflushed  bool                       // the body's last piece is left for the end of the handler to send
 	abort      bool                       // the response could not be completed: reset the stream
+	gz         *gzipWriter                // compresses the response body (compress.go); nil if not
+	// The request's route (route.go), as clientConn's: the route that
+	// matched (nil for none), the configuration of its pool (record.pool),
+	// and the header rules of the service and of the pool.
+	rt                    *route
+	poolCfg               *config.VirtualService
+	frontRules, poolRules *serviceRules
 
 	// The request's client (clientaddr.go): the connection's, or from a
 	// trusted peer the client its X-Forwarded-For names.
@@ -109,8 +116,19 @@ func (x *h2exchange) serve() {
 		x.fail(431, errTooMany.Error(), nil)
 		return
 	}
+	if !admits(x.cfg, x.client) { // allow, deny
+		x.fail(403, "client address not allowed", nil)
+		return
+	}
+	if retry := x.svc.admit(x.client, x.start); retry > 0 {
+		x.tooMany(retry)
+		return
+	}
+	if x.route() { // a redirect, or no route for a service without real servers
+		return
+	}
 	x.out = x.outgoing()
-	status, reason, err := x.svc.dispatch(x, &x.choice, &x.tried, &x.record, x.cfg.Retries, x.attempt)
+	status, reason, err := x.pool.dispatch(x, &x.choice, &x.tried, &x.record, x.poolCfg.Retries, x.attempt)
 	if status != 0 {
 		x.fail(status, reason, err)
 	}
@@ -165,6 +183,11 @@ func (x *h2exchange) outgoing() *http.Request {
 		}
 		h[k] = vv
 	}
+	// request_headers, the service's then the pool's (headerrules.go):
+	// before the proxy's own fields.
+	host := r.Host
+	x.frontRules.request().apply(h, &host)
+	x.poolRules.request().apply(h, &host)
 	// TE is hop-by-hop; "trailers" says the client takes trailer fields
 	// and is passed on (gRPC servers want it, RFC 9113 §8.2.2 allows no
 	// other value over HTTP/2), as HTTP/1.1 does.
@@ -213,21 +236,23 @@ func (x *h2exchange) outgoing() *http.Request {
 
 	// The target as the client sent it (:path, RFC 9113 §8.3.1), not as
 	// net/url would re-encode it.
-	target := r.RequestURI
-	if r.URL.Host != "" {
-		// An HTTP/1.1 client's absolute form (RFC 9112 §3.2.2): the
-		// host went into r.Host; an HTTP/2 :path must be the origin
-		// form (RFC 9113 §8.3.1).
-		target = r.URL.EscapedPath()
-		if r.URL.ForceQuery || r.URL.RawQuery != "" {
-			target += "?" + r.URL.RawQuery
-		}
-	}
-	path, query, hasQuery := strings.Cut(target, "?")
+	path, query, hasQuery := strings.Cut(requestTarget(r), "?")
 	x.reqPath = []byte(path)
+	stripped := false
+	if x.rt != nil && x.rt.strip { // strip_prefix (route.go)
+		rest := string(x.rt.rest(x.reqPath))
+		if strippedNeedsSlash([]byte(rest)) {
+			rest = "/" + rest
+		}
+		path, stripped = rest, true
+	}
 	u := &url.URL{Scheme: "http", Opaque: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
 	if strings.HasPrefix(path, "//") { // an opaque "//a" would be sent as "http://a"
 		u.Opaque, u.Path, u.RawPath = "", r.URL.Path, r.URL.RawPath
+		if stripped {
+			u.Path, _ = url.PathUnescape(path)
+			u.RawPath = path
+		}
 	}
 	out := &http.Request{
 		Method:     r.Method,
@@ -236,7 +261,7 @@ func (x *h2exchange) outgoing() *http.Request {
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Header:     h,
-		Host:       r.Host,
+		Host:       host,
 		Trailer:    r.Trailer,
 	}
 	// The body is streamed as the client sends it (gRPC client streaming),
@@ -268,7 +293,7 @@ func acceptsTrailers(te []string) bool {
 // attempt forwards the request to rs; it returns an error only when no
 // connection could be made (nothing was sent).
 func (x *h2exchange) attempt(rs *realServer) error {
-	defer x.svc.Pool.Release(rs.Server)
+	defer x.pool.Pool.Release(rs.Server)
 	x.attempting.Store(rs)
 	defer x.attempting.Store(nil)
 	out := *x.out
@@ -280,12 +305,12 @@ func (x *h2exchange) attempt(rs *realServer) error {
 		u.Scheme = "https"
 	}
 	out.URL = &u
-	resp, err := x.conn.transportFor(rs, x.cfg).RoundTrip(&out)
+	resp, err := x.conn.transportFor(rs, x.poolCfg).RoundTrip(&out)
 	var ce *connectError
 	if errors.As(err, &ce) {
 		return ce.err
 	}
-	x.svc.remember(x, &x.choice, rs)
+	x.pool.remember(x, &x.choice, rs)
 	x.mu.Lock()
 	x.headDone = true
 	x.mu.Unlock()
@@ -336,20 +361,26 @@ func (x *h2exchange) relay(rs *realServer, resp *http.Response) {
 		return
 	}
 	x.status = resp.StatusCode
-	s := x.svc
-	p := s.persist.Load()
+	p := x.pool.persist.Load()
 	if p != nil && p.method == config.PersistAppCookie {
 		for _, v := range resp.Header["Set-Cookie"] {
-			s.learn([]byte(v), rs)
+			x.pool.learn([]byte(v), rs)
 		}
 	}
 	h := x.w.Header()
 	copyResponseHeader(h, resp.Header)
-	if alt := s.altSvcFor(x.conn.port); alt != nil {
+	// response_headers, the service's then the pool's (headerrules.go).
+	x.frontRules.response().apply(h, nil)
+	x.poolRules.response().apply(h, nil)
+	if alt := x.svc.altSvcFor(x.conn.port); alt != nil {
 		h["Alt-Svc"] = alt.value // the proxy's, as for HTTP/1.1
 	}
 	if p != nil && x.choice.setCookie != "" {
 		h.Add("Set-Cookie", persistence.SetCookieValue(p.cfg.CookieName, x.choice.setCookie, true))
+	}
+	// Compression comes last, after the header rules (compress.go).
+	if x.cfg.Compress && x.startGzip(resp) {
+		defer x.releaseGzip()
 	}
 	x.responded = true
 	x.w.WriteHeader(resp.StatusCode)
@@ -361,7 +392,7 @@ func (x *h2exchange) relay(rs *realServer, resp *http.Response) {
 			return
 		}
 	}
-	if !x.copyBody(resp.Body, resp.ContentLength) {
+	if !x.copyBody(resp.Body, resp.ContentLength) || (x.gz != nil && !x.endGzip()) {
 		return
 	}
 	for k, vv := range resp.Trailer {
@@ -406,14 +437,13 @@ func copyResponseHeader(dst, src http.Header) {
 func (x *h2exchange) copyBody(src io.Reader, size int64) bool {
 	buf := getBuf()
 	defer putBuf(buf)
-	t := x.cfg.Timeouts
 	for {
-		x.down.arm(sideServer, t.Server)
+		x.down.arm(sideServer, x.poolCfg.Timeouts.Server)
 		n, err := src.Read(buf[:])
 		x.down.disarm()
 		if n > 0 {
-			x.down.arm(sideClient, t.Client)
-			_, werr := x.w.Write(buf[:n])
+			x.down.arm(sideClient, x.cfg.Timeouts.Client)
+			_, werr := x.writeBody(buf[:n])
 			x.down.disarm()
 			x.unflushed = !(size < 0 || (n < len(buf) && err == nil && x.bytesOut+int64(n) < size))
 			if werr == nil && !x.unflushed {
@@ -446,6 +476,11 @@ func (x *h2exchange) copyBody(src io.Reader, size int64) bool {
 func (x *h2exchange) flush() error {
 	x.down.arm(sideClient, x.cfg.Timeouts.Client)
 	defer x.down.disarm()
+	if x.gz != nil {
+		if err := x.gz.Flush(); err != nil {
+			return err
+		}
+	}
 	return http.NewResponseController(x.w).Flush()
 }
 
@@ -565,8 +600,8 @@ type h2body struct {
 }
 
 func (b *h2body) Read(p []byte) (int, error) {
-	t := b.x.cfg.Timeouts
-	b.wd.arm(sideClient, t.Client)
+	client, server := b.x.cfg.Timeouts.Client, b.x.poolCfg.Timeouts.Server
+	b.wd.arm(sideClient, client)
 	n, err := b.src.Read(p)
 	b.wd.disarm()
 	b.n.Add(int64(n))
@@ -574,7 +609,7 @@ func (b *h2body) Read(p []byte) (int, error) {
 	case err == nil:
 		// The transport writes the bytes to the real server, then reads
 		// again.
-		b.wd.arm(sideServer, t.Server)
+		b.wd.arm(sideServer, server)
 	case err != io.EOF:
 		b.mu.Lock()
 		b.err = err

@@ -91,6 +91,16 @@ type clientConn struct {
 	tried        balancer.Tried
 	choice       choice // persistence
 	linger       bool   // unread client bytes may remain: close gently
+
+	gz gzipPlan // the response's compression (compress.go)
+	// The request's route (route.go): the route that matched (nil for
+	// none), the configuration of its pool (record.pool; the service's
+	// own when no route matched), whose real servers, persistence,
+	// retries and timeouts.connect/server apply, and the header rules of
+	// the service and of the pool (headerrules.go).
+	rt                    *route
+	poolCfg               *config.VirtualService
+	frontRules, poolRules *serviceRules
 }
 
 func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
@@ -256,6 +266,7 @@ func (cc *clientConn) exchange() bool {
 	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
 	cc.choice = choice{}
 	cc.tried = balancer.Tried{}
+	cc.gz = gzipPlan{}
 	cc.record = record{start: time.Now(), proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
 	cc.client, cc.clientIP, cc.peerTrusted = cc.peer, cc.peerIP, false
 	keep := cc.serveRequest()
@@ -293,6 +304,15 @@ func (cc *clientConn) serveRequest() bool {
 	cc.keep = (req.minor >= 1 && !req.connClose) || (req.minor == 0 && req.connKeepAlive)
 	cc.bodyDone = !req.chunked && req.contentLength <= 0
 	cc.resolveClient()
+	if !admits(cc.cfg, cc.client) { // allow, deny
+		return cc.fail(403, "client address not allowed", nil)
+	}
+	if retry := cc.svc.admit(cc.client, cc.start); retry > 0 {
+		return cc.tooMany(retry)
+	}
+	if done, keep := cc.route(); done { // a redirect, or no route for a service without real servers
+		return keep
+	}
 	return cc.proxyRequest()
 }
 
@@ -341,7 +361,7 @@ func (cc *clientConn) headError(err error) bool {
 // connect tries another.
 func (cc *clientConn) proxyRequest() bool {
 	var keep bool
-	status, reason, err := cc.svc.dispatch(cc, &cc.choice, &cc.tried, &cc.record, cc.cfg.Retries, func(rs *realServer) error {
+	status, reason, err := cc.pool.dispatch(cc, &cc.choice, &cc.tried, &cc.record, cc.poolCfg.Retries, func(rs *realServer) error {
 		k, connErr := cc.attempt(rs)
 		keep = k
 		return connErr
@@ -356,7 +376,7 @@ func (cc *clientConn) proxyRequest() bool {
 // error only when no connection could be made, so that another real server
 // may be tried.
 func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
-	defer cc.svc.Pool.Release(rs.Server)
+	defer cc.pool.Pool.Release(rs.Server)
 	defer cc.backend.Store(nil)
 	// A request with a body cannot be sent again, so a pooled connection
 	// for it is always checked first.
@@ -380,7 +400,7 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 			}
 		}
 		cc.backend.Store(bc)
-		cc.svc.remember(cc, &cc.choice, rs)
+		cc.pool.remember(cc, &cc.choice, rs)
 		keep, replay := cc.forward(bc, reused)
 		if !replay {
 			return keep, nil
@@ -417,7 +437,7 @@ func (cc *clientConn) forward(bc *backendConn, reused bool) (keep, replay bool) 
 			return keep, false
 		}
 	}
-	up := flow{src: &cc.in, dst: w, readTimeout: cc.cfg.Timeouts.Client, writeTimeout: cc.cfg.Timeouts.Server}
+	up := flow{src: &cc.in, dst: w, readTimeout: cc.cfg.Timeouts.Client, writeTimeout: cc.poolCfg.Timeouts.Server}
 	var err error
 	if req.chunked {
 		err = up.copyChunked(false)
@@ -466,7 +486,7 @@ func (cc *clientConn) awaitContinue(bc *backendConn) (done, keep bool) {
 		bc.close()
 		return true, cc.fail(502, "write to real server failed", err)
 	}
-	bc.in.setDeadline(time.Now().Add(min(expectWait, cc.cfg.Timeouts.Server)))
+	bc.in.setDeadline(time.Now().Add(min(expectWait, cc.poolCfg.Timeouts.Server)))
 	n, err := readResponseHead(&bc.in)
 	if err != nil {
 		if isTimeout(err) && len(bc.in.buffered()) == 0 {
@@ -525,7 +545,7 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 	if cc.headConsumed {
 		now = time.Now()
 	}
-	bc.in.extendDeadline(now, cc.cfg.Timeouts.Server)
+	bc.in.extendDeadline(now, cc.poolCfg.Timeouts.Server)
 	var n int
 	for {
 		var err error
@@ -593,18 +613,28 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 	dechunk := framing == chunked && cc.req.minor == 0 // HTTP/1.0 has no chunked
 	reuse := !resp.connClose && (resp.minor >= 1 || resp.connKeepAlive) && framing != untilClose
 	keep = cc.keep && cc.bodyDone && framing != untilClose && !dechunk && !cc.svc.isStopping()
+	if cc.cfg.Compress {
+		if cc.gz = cc.wantGzip(framing == noBody); cc.gz.on {
+			// Compressed, the body goes chunked to an HTTP/1.1 client
+			// whatever its framing was, and to an HTTP/1.0 one until
+			// the connection closes (compress.go).
+			keep = cc.keep && cc.bodyDone && cc.req.minor >= 1 && !cc.svc.isStopping()
+		}
+	}
 
 	cc.writeResponseHead(keep, dechunk)
 	bc.in.discard(n)
 	cc.responded = true
-	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.cfg.Timeouts.Server, writeTimeout: cc.cfg.Timeouts.Client, now: now}
+	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.poolCfg.Timeouts.Server, writeTimeout: cc.cfg.Timeouts.Client, now: now}
 	var err error
-	switch framing {
-	case sized:
+	switch {
+	case cc.gz.on:
+		err = cc.copyGzip(&down, framing == chunked)
+	case framing == sized:
 		err = down.copyN(resp.contentLength)
-	case chunked:
+	case framing == chunked:
 		err = down.copyChunked(dechunk)
-	case untilClose:
+	case framing == untilClose:
 		err = down.copyUntilEOF()
 		reuse = false
 	}
@@ -660,8 +690,7 @@ func (cc *clientConn) tunnel(bc *backendConn, n int) bool {
 	}
 	cc.conn.SetDeadline(time.Time{})
 	bc.conn.SetDeadline(time.Time{})
-	t := cc.cfg.Timeouts
-	up, down := pipe(cc.conn, bc.conn, t.Client, t.Server)
+	up, down := pipe(cc.conn, bc.conn, cc.cfg.Timeouts.Client, cc.poolCfg.Timeouts.Server)
 	cc.bytesIn, cc.bytesOut = up, down
 	bc.close()
 	return false
@@ -674,16 +703,19 @@ func (cc *clientConn) writeRequestHead(w *writer) {
 	ff := cc.cfg.ForwardedFor
 	fwd := cc.cfg.ForwardedHeader
 	certs := cc.tls != nil && cc.svc.passClientCert()
-	w.Write(req.line)
+	front, pool := cc.frontRules.request(), cc.poolRules.request()
+	cc.writeRequestLine(w) // strip_prefix
 	w.WriteString("\r\n")
 	for i := range req.headers {
 		h := &req.headers[i]
 		if req.dropField(h.name) || (ff && forwardedField(h.name) != 0) || (certs && isClientCertField(h.name)) ||
-			(fwd && isForwardedField(h.name)) {
+			(fwd && isForwardedField(h.name)) || ruled(front, pool, h.name) {
 			continue
 		}
 		writeField(w, h.name, h.value)
 	}
+	// request_headers: after the client's fields, before the proxy's own.
+	writeRuleFields(w, front, pool)
 	if cc.upgrade {
 		w.WriteString("Connection: Upgrade\r\n")
 		writeNamed(w, "Upgrade", req.upgrade)
@@ -756,15 +788,21 @@ func (cc *clientConn) writeResponseHead(keep, dechunk bool) {
 	// With HTTP/3 on, the proxy's Alt-Svc replaces the real server's,
 	// which names the real server's own alternatives (RFC 7838 §3).
 	alt := cc.svc.altSvcFor(cc.port)
+	front, pool := cc.frontRules.response(), cc.poolRules.response()
 	w.Write(resp.line)
 	w.WriteString("\r\n")
 	for i := range resp.headers {
 		h := &resp.headers[i]
 		if resp.dropField(h.name) || (dechunk && equalFold(h.name, "transfer-encoding")) ||
-			(alt != nil && equalFold(h.name, "alt-svc")) {
+			(alt != nil && equalFold(h.name, "alt-svc")) || ruled(front, pool, h.name) ||
+			(cc.gz.on && cc.gzipField(w, h.name, h.value)) {
 			continue
 		}
 		writeField(w, h.name, h.value)
+	}
+	writeRuleFields(w, front, pool) // response_headers
+	if cc.gz.on {
+		cc.gzipFields(w) // after the rules: compression comes last
 	}
 	if alt != nil {
 		w.Write(alt.field)
@@ -818,6 +856,48 @@ func forwardedField(name []byte) int {
 // fail answers the client with status (unless response bytes already went
 // out), records why for the exchange's one log line, and reports whether the
 // connection may serve another request.
+// beginAnswer starts an answer of the proxy's own (a redirect, a 429) to a
+// request read whole and well formed, so that unlike fail's 4xx it keeps
+// the connection when no request body is left unread. It reports whether
+// the connection is kept. The caller writes the status line and its own
+// fields, then calls endAnswer.
+func (cc *clientConn) beginAnswer() (keep bool) {
+	keep = cc.keep && cc.bodyDone && !cc.svc.isStopping()
+	if keep {
+		cc.consumeHead()
+	} else {
+		cc.linger = true
+	}
+	return keep
+}
+
+// endAnswer ends the head begun by beginAnswer, sends body as text and
+// reports whether the connection may serve another request.
+func (cc *clientConn) endAnswer(keep bool, body string) bool {
+	w := &cc.out
+	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+	w.Write(strconv.AppendInt(w.spare(), int64(len(body)), 10))
+	switch {
+	case !keep:
+		w.WriteString("\r\nConnection: close")
+	case cc.req.minor == 0:
+		w.WriteString("\r\nConnection: keep-alive")
+	}
+	w.WriteString("\r\n\r\n")
+	if !cc.isHead {
+		w.WriteString(body)
+	}
+	w.extendDeadline(time.Now(), cc.cfg.Timeouts.Client)
+	if err := w.flush(); err != nil {
+		if cc.errMsg == "" {
+			cc.errMsg, cc.err = "write to client failed", err
+		}
+		return false
+	}
+	cc.responded = true
+	return keep
+}
+
 func (cc *clientConn) fail(status int, reason string, err error) bool {
 	cc.status, cc.errMsg, cc.err = status, reason, err
 	cc.generated = true

@@ -208,7 +208,7 @@ func (s *Service) pick(rv requestView, ch *choice, tried *balancer.Tried) (*bala
 // entry, or the cookie to insert in the response.
 func (s *Service) remember(rv requestView, ch *choice, rs *realServer) {
 	p := s.persist.Load()
-	if p == nil {
+	if p == nil || rs.fallback { // the fallback stands in for the real servers; it is no choice to keep
 		return
 	}
 	switch p.method {
@@ -231,7 +231,7 @@ func (s *Service) remember(rv requestView, ch *choice, rs *realServer) {
 // Set-Cookie field value of rs's response.
 func (s *Service) learn(setCookie []byte, rs *realServer) {
 	p := s.persist.Load()
-	if p == nil || p.method != config.PersistAppCookie {
+	if p == nil || p.method != config.PersistAppCookie || rs.fallback {
 		return
 	}
 	if name, value, ok := persistence.SetCookieName(setCookie); ok && string(name) == p.cfg.CookieName && len(value) > 0 {
@@ -278,12 +278,12 @@ func (h *head) field(name string) []byte {
 
 // learnAll feeds every Set-Cookie of the response to learn.
 func (cc *clientConn) learnAll(rs *realServer) {
-	if p := cc.svc.persist.Load(); p == nil || p.method != config.PersistAppCookie {
+	if p := cc.pool.persist.Load(); p == nil || p.method != config.PersistAppCookie {
 		return
 	}
 	for i := range cc.resp.headers {
 		if h := &cc.resp.headers[i]; len(h.name) == 10 && equalFold(h.name, "set-cookie") {
-			cc.svc.learn(h.value, rs)
+			cc.pool.learn(h.value, rs)
 		}
 	}
 }
@@ -291,7 +291,7 @@ func (cc *clientConn) learnAll(rs *realServer) {
 // writeSetCookie adds the persistence cookie to a response head, rendered
 // as every front end renders it (persistence.AppendSetCookie), in place.
 func (cc *clientConn) writeSetCookie(w *writer) {
-	p := cc.svc.persist.Load()
+	p := cc.pool.persist.Load() // the pool's persistence (route.go)
 	if p == nil || cc.choice.setCookie == "" {
 		return
 	}

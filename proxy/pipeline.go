@@ -42,12 +42,16 @@ type record struct {
 	bytesOut   int64       // response body bytes to the client
 	errMsg     string      // why the exchange failed, if it did
 	err        error
+	routeName  string   // the route that matched: its name ("#N" unnamed), or "" for none
+	pool       *Service // the pool dispatched to (the listening service for its own); nil if none
 }
 
 // dispatch runs the attempts of one request: it picks a real server
 // (persistence first, then the scheduler) and hands it to try, which
 // returns an error only when it could not connect, so that nothing was sent
-// and another real server may be tried, up to retries more times. The
+// and another real server may be tried, up to retries more times. When the
+// scheduler finds no real server to try, the service's fallback, if it has
+// one, gets the request (fallback.go). The
 // connect failures are counted and observed here. dispatch returns the
 // failure the front end must answer when no attempt reached a real server
 // (status 0 when one did: try has answered the client).
@@ -56,6 +60,22 @@ func (s *Service) dispatch(rv requestView, ch *choice, tried *balancer.Tried, re
 	var connErr error
 	for attempt := 0; ; attempt++ {
 		srv, err := s.pick(rv, ch, tried)
+		if err == balancer.ErrNoServer {
+			// No real server can take the request (none is available,
+			// or those that are failed to connect): the fallback's
+			// turn, if there is one. Not on a queue timeout: busy
+			// servers are not unavailable.
+			if fb := s.fallback.Load(); fb != nil {
+				fbErr := s.toFallback(fb, rec, try)
+				if fbErr == nil {
+					return 0, "", nil
+				}
+				if connErr == nil {
+					return 503, "no real server available, and the fallback could not be reached", fbErr
+				}
+				return 502, "no real server could be reached, nor the fallback", fbErr
+			}
+		}
 		if err != nil {
 			if connErr != nil {
 				return 502, "no real server could be reached", connErr
@@ -98,6 +118,14 @@ func (s *Service) account(rec *record) {
 	if rec.errMsg != "" {
 		s.failed.Add(1)
 	}
+	if p := rec.pool; p != nil && p != s {
+		// A pool counts the requests routes sent it (it receives none of
+		// its own).
+		p.requests.Add(1)
+		if rec.errMsg != "" {
+			p.failed.Add(1)
+		}
+	}
 	rs := rec.rs
 	if rs == nil {
 		return
@@ -128,12 +156,25 @@ func (s *Service) logExchange(rec *record, client string) {
 	if (access == nil && rec.errMsg == "") || (rec.status == 0 && rec.errMsg == "") {
 		return // nothing to say, or no request came (the client just left)
 	}
-	rsName := "-"
+	if access == nil && rec.generated && policyAnswer(rec.status) {
+		// The configuration's answer, not a failure: a flood of denied or
+		// limited clients must not flood the log (the counters show it).
+		return
+	}
+	rsName, route, pool := "-", "-", "-"
 	if rec.rs != nil {
 		rsName = rec.rs.Name
 	}
-	fields := [11]zap.Field{
+	if rec.routeName != "" {
+		route = rec.routeName
+	}
+	if rec.pool != nil {
+		pool = rec.pool.Name
+	}
+	fields := [13]zap.Field{
 		zap.String("client", client),
+		zap.String("route", route),
+		zap.String("pool", pool),
 		zap.String("real_server", rsName),
 		zap.ByteString("method", rec.logMethod),
 		zap.ByteString("target", rec.logTarget),
@@ -143,7 +184,7 @@ func (s *Service) logExchange(rec *record, client string) {
 		zap.Int64("bytes_out", rec.bytesOut),
 		zap.Duration("duration", time.Since(rec.start)),
 	}
-	nf := 9
+	nf := 11
 	if rec.errMsg != "" {
 		fields[nf] = zap.String("error", rec.errMsg)
 		nf++
@@ -157,4 +198,11 @@ func (s *Service) logExchange(rec *record, client string) {
 	} else {
 		s.log.Warn("request failed", fields[:nf]...)
 	}
+}
+
+// policyAnswer reports whether a status the proxy generated carries out the
+// configuration (allow/deny, rate_limit, routes) rather than reports a
+// failure.
+func policyAnswer(status int) bool {
+	return status == 403 || status == 404 || status == 429
 }

@@ -67,6 +67,14 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 		}
 		p.services = append(p.services, s)
 	}
+	// Routes point at pools: resolved once every service exists.
+	tables, err := setRoutes(p.services, cfg.VirtualServices)
+	if err != nil {
+		return nil, err
+	}
+	for s, t := range tables {
+		s.routes.Store(t)
+	}
 	return p, nil
 }
 
@@ -290,18 +298,26 @@ type Service struct {
 	persist atomic.Pointer[persister]     // nil without persistence or a hashing scheduler
 	slots   atomic.Pointer[chan struct{}] // nil when max_conns is 0
 	access  atomic.Pointer[zap.Logger]    // nil when the access log is off
+	limit   atomic.Pointer[rateLimiter]   // rate_limit's table (ratelimit.go); nil when off
+	routes  atomic.Pointer[routeTable]    // content switching (route.go); nil without routes
+	rules   atomic.Pointer[serviceRules]  // request_headers, response_headers (headerrules.go); nil without
 	probe   healthcheck.Probe             // nil without an active check; guarded by p.mu
+	// fallback answers while no real server is available (fallback.go);
+	// nil without one.
+	fallback atomic.Pointer[fallback]
 
 	log    *zap.Logger
 	h2log  *log.Logger  // x/net/http2's complaints about clients, at debug level
 	h3log  *slog.Logger // quic-go's, likewise
 	events *eventLog
 	stick  *stickFeed // the proxy's (stick.go)
+	proxy  *Proxy     // for a pool's cut, which reaches the listening services' clients
 
 	// Counters, read by Status.
 	requests atomic.Uint64
 	failed   atomic.Uint64 // exchanges (connections) that ended in an error
 	active   atomic.Int64  // client connections
+	limited  atomic.Uint64 // requests answered 429 by rate_limit
 
 	mu       sync.Mutex
 	addrs    []net.Addr
@@ -371,6 +387,7 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 		log:      p.log.With(zap.String("service", vs.Name)),
 		events:   p.events,
 		stick:    &p.stick,
+		proxy:    p,
 		conns:    make(map[frontConn]struct{}),
 		tcpConns: make(map[net.Conn]*realServer),
 		stopCh:   make(chan struct{}),
@@ -381,6 +398,9 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 	s.tls.Store(front)
 	s.setAccess(accessLog)
 	s.setSlots(vs.MaxConns)
+	s.rules.Store(compileRules(vs))
+	s.limit.Store(newRateLimiter(vs.RateLimit))
+	s.fallback.Store(newFallback(s, vs.Fallback))
 	s.persist.Store(s.hookStick(newPersister(vs, nil)))
 	var list []*realServer
 	servers := make([]*balancer.Server, 0, len(vs.RealServers))
@@ -448,6 +468,11 @@ func (s *Service) start() {
 	s.wg.Add(1)
 	go s.reapIdle()
 	vs := s.config()
+	if vs.IsPool() {
+		s.log.Info("pool started (no listen: reached through routes)", zap.String("scheduler", vs.Scheduler),
+			zap.Int("real_servers", len(vs.RealServers)))
+		return
+	}
 	s.log.Info("virtual service listening",
 		zap.Strings("listen", vs.Listen), zap.String("mode", vs.Mode),
 		zap.String("scheduler", vs.Scheduler), zap.Int("real_servers", len(vs.RealServers)))
@@ -486,6 +511,7 @@ func (s *Service) reapIdle() {
 			for _, rs := range set.byServer {
 				rs.reap(cutoff)
 			}
+			s.reapFallback(cutoff)
 			s.persist.Load().sweep(now)
 			s.forgetRetired(now.Add(-time.Minute))
 		case <-s.stopCh:
@@ -547,6 +573,7 @@ func (s *Service) shutdown(ctx context.Context) {
 	for _, rs := range s.reals.Load().byServer {
 		rs.reap(time.Time{})
 	}
+	s.reapFallback(time.Time{})
 }
 
 // cut closes every connection to rs now: the real server was put in
@@ -562,6 +589,19 @@ func (s *Service) cut(rs *realServer) {
 		}
 	}
 	s.mu.Unlock()
+	if s.config().IsPool() && s.proxy != nil {
+		// A pool's exchanges are the listening services' clients'.
+		for _, f := range s.proxy.Services() {
+			if f == s {
+				continue
+			}
+			f.mu.Lock()
+			for c := range f.conns {
+				c.cut(rs)
+			}
+			f.mu.Unlock()
+		}
+	}
 	rs.reap(time.Time{})
 	rs.cutForwarding()
 }

@@ -74,7 +74,10 @@ func sendProxyName(v byte) string {
 // identity (a PROXY header, or the client's address as their source) and so
 // must never serve another client.
 func (rs *realServer) private() bool {
-	return rs.sendProxy != 0 || rs.svc.config().Transparent
+	// The fallback is reached from the balancer's own address: it is
+	// often on the balancer itself, where replies to a client's address
+	// would not come back through TPROXY.
+	return !rs.fallback && (rs.sendProxy != 0 || rs.svc.config().Transparent)
 }
 
 // proxyHeader returns the PROXY header of version (1 or 2) that announces

@@ -33,6 +33,9 @@ type realServer struct {
 	// connections (send_proxy; 0: none), which are then private to one
 	// client (proxyout.go). A change makes a new real server (sameTLS).
 	sendProxy byte
+	// fallback marks the service's fallback server (fallback.go), which
+	// is outside its pool: no persistence remembers it.
+	fallback bool
 
 	mu      sync.Mutex
 	idle    []*backendConn // LIFO: the most recently used first, the warmest

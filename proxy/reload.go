@@ -68,6 +68,11 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		}
 		changes[s] = c
 	}
+	// Routes, resolved to the services of cfg (next is in cfg's order).
+	tables, err := setRoutes(next, cfg.VirtualServices)
+	if err != nil {
+		return err
+	}
 	// Listeners: bind the new addresses.
 	bound, err := p.bind(cfg.VirtualServices)
 	if err != nil {
@@ -92,6 +97,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	// Commit.
 	for s, c := range changes {
 		s.update(c, cfg.Global.AccessLog)
+	}
+	for s, t := range tables {
+		s.routes.Store(t)
 	}
 	for _, s := range fresh {
 		if p.started {
@@ -166,10 +174,15 @@ func (s *Service) update(c *serviceChange, accessLog bool) {
 	s.tls.Store(c.tls)
 	s.persist.Store(s.hookStick(newPersister(vs, s.persist.Load())))
 	s.setAccess(accessLog)
+	s.rules.Store(compileRules(vs))
 	if vs.MaxConns != old.MaxConns {
 		s.setSlots(vs.MaxConns)
 	}
+	if !sameRateLimit(vs.RateLimit, old.RateLimit) { // else the clients' counts carry on
+		s.limit.Store(newRateLimiter(vs.RateLimit))
+	}
 	s.Pool.SetQueueTimeout(vs.QueueTimeout)
+	s.setFallback(vs.Fallback)
 	if c.sched != nil {
 		s.Pool.SetScheduler(c.sched)
 	}

@@ -34,10 +34,12 @@ func (s *Service) status() ServiceStatus {
 		Mode:        vs.Mode,
 		Scheduler:   vs.Scheduler,
 		Listen:      vs.Listen,
+		Pool:        vs.IsPool(),
 		ActiveConns: s.active.Load(),
 		Queue:       s.Pool.QueueLen(),
 		Requests:    s.requests.Load(),
 		Errors:      s.failed.Load(),
+		RateLimited: s.limited.Load(),
 	}
 	if f := s.tls.Load(); f != nil {
 		for _, c := range f.store.Info() {
@@ -66,6 +68,11 @@ func (s *Service) status() ServiceStatus {
 		st.Color = ColorBlue
 	default:
 		st.Color = ColorGreen
+	}
+	if fb := s.fallback.Load(); fb != nil {
+		st.Fallback = fb.rs.Address
+		st.FallbackActive = available == 0
+		st.FallbackRequests = fb.rs.requests.Load()
 	}
 	return st
 }

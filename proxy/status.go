@@ -32,7 +32,10 @@ type ServiceStatus struct {
 	Mode      string   `json:"mode"`
 	Scheduler string   `json:"scheduler"`
 	Listen    []string `json:"listen"`
-	Color     string   `json:"color"`
+	// Pool is true for a virtual service without listen, which only routes
+	// reach.
+	Pool  bool   `json:"pool"`
+	Color string `json:"color"`
 	// ActiveConns is the client connections open now.
 	ActiveConns int64 `json:"active_connections"`
 	// Queue is the requests waiting for a real server slot.
@@ -40,10 +43,20 @@ type ServiceStatus struct {
 	// Requests counts HTTP requests (tcp mode: connections) received.
 	Requests uint64 `json:"requests"`
 	// Errors counts requests the proxy itself failed (4xx/5xx it generated).
-	Errors      uint64             `json:"errors"`
+	Errors uint64 `json:"errors"`
+	// RateLimited counts requests answered 429 by rate_limit (also
+	// counted in Errors).
+	RateLimited uint64             `json:"rate_limited"`
 	RealServers []RealServerStatus `json:"real_servers"`
 	// Certificates are the TLS certificates served (none without TLS).
 	Certificates []CertificateStatus `json:"certificates,omitempty"`
+	// Fallback is the fallback server's address ("" for none).
+	// FallbackActive is true while it answers the requests: no real
+	// server is available. FallbackRequests counts the requests sent to
+	// it.
+	Fallback         string `json:"fallback,omitempty"`
+	FallbackActive   bool   `json:"fallback_active"`
+	FallbackRequests uint64 `json:"fallback_requests"`
 }
 
 // CertificateStatus is one served TLS certificate. Expiring is true within

@@ -271,6 +271,9 @@
     const pillDot = el('span', { class: 'dot' });
     const pillText = el('span');
     const pill = el('span', { class: 'pill' }, pillDot, pillText);
+    // Shown while the fallback server answers (no real server available).
+    const fallback = el('span', { class: 'badge', 'data-v': 'fallback', hidden: '',
+      title: 'No real server is available: the fallback server answers the requests', text: 'Fallback active' });
     const meta = el('div', { class: 'service-meta' });
     const sActive = stat('Active');
     const sQueue = stat('Queue');
@@ -287,12 +290,12 @@
     const root = el('section', { class: 'card service', 'data-service': name },
       el('div', { class: 'service-head' },
         el('div', { class: 'service-title' },
-          el('div', { class: 'service-name-row' }, el('h2', { class: 'service-name', text: name }), pill),
+          el('div', { class: 'service-name-row' }, el('h2', { class: 'service-name', text: name }), pill, fallback),
           meta),
         el('div', { class: 'service-stats' }, sActive.node, sQueue.node, sRate.node, sErr.node)),
       el('div', { class: 'table-wrap' }, table),
       el('div', { class: 'empty', hidden: '' }, 'No real servers.'));
-    return { root, pill, pillText, meta, metaSig: '', sActive, sQueue, sRate, sErr, tbody, rows: new Map() };
+    return { root, pill, pillText, fallback, meta, metaSig: '', sActive, sQueue, sRate, sErr, tbody, rows: new Map() };
   }
 
   function updateCard(card, svc, now) {
@@ -300,12 +303,23 @@
     setAttr(card.pill, 'data-color', svc.color);
     setAttr(card.pill.firstChild, 'data-color', svc.color);
     setText(card.pillText, COLOR_LABEL[svc.color] || svc.color);
-    const metaSig = [svc.mode, svc.scheduler, ...(svc.listen || [])].join('|');
+    const fallbackActive = Boolean(svc.fallback && svc.fallback_active);
+    setAttr(card.root, 'data-fallback-active', fallbackActive);
+    card.fallback.hidden = !fallbackActive;
+    // A pool (no listen) is reached only through routes: it shows "pool"
+    // where a listening service shows its addresses.
+    const metaSig = [svc.mode, svc.scheduler, svc.pool, svc.fallback, ...(svc.listen || [])].join('|');
     if (card.metaSig !== metaSig) {
+      const where = svc.pool
+        ? [el('span', { class: 'chip', 'data-v': 'pool', title: 'No listen address: reached through routes', text: 'pool' })]
+        : (svc.listen || []).map((l) => el('span', { class: 'chip mono', text: l }));
+      const fb = svc.fallback
+        ? [el('span', { class: 'chip mono', 'data-v': 'fallback', title: 'Fallback server', text: `fallback ${svc.fallback}` })]
+        : [];
       card.meta.replaceChildren(
         el('span', { class: 'chip', text: (svc.mode || '').toUpperCase() }),
         el('span', { class: 'chip', text: svc.scheduler || '' }),
-        ...(svc.listen || []).map((l) => el('span', { class: 'chip mono', text: l })));
+        ...where, ...fb);
       card.metaSig = metaSig;
     }
     setText(card.sActive.value, fmtInt(svc.active_connections));

@@ -92,6 +92,10 @@ const statusJSON = `{"time":"2025-01-02T03:04:05Z","services":[
    {"name":"web2","address":"10.0.0.2:80","color":"blue","health":"down","state":"maintenance","weight":1,
     "effective_weight":0,"active":0,"requests":40,
     "check":{"type":"http","ok":false,"detail":"body mismatch\u001b[2J","time":"2025-01-02T03:04:04Z"}}]},
+ {"name":"shop","mode":"http","scheduler":"round_robin","listen":null,"pool":true,"color":"red",
+  "fallback":"127.0.0.1:8099","fallback_active":true,"fallback_requests":7,"request_rate":0,"error_rate":0,
+  "real_servers":[{"name":"shop1","address":"10.0.3.1:80","color":"blue","health":"up","state":"maintenance","weight":1,
+    "effective_weight":1,"check":{"type":"tcp","ok":true,"detail":"","latency_ns":0,"time":"2025-01-02T03:04:04Z"}}]},
  {"name":"db","mode":"tcp","scheduler":"least_conn","listen":["127.0.0.1:5432"],"color":"red","request_rate":0,"error_rate":0,
   "real_servers":[{"name":"db1","address":"10.0.1.1:5432","color":"red","health":"down","state":"ready","weight":1,
     "effective_weight":1,"check":{"type":"tcp","ok":false,"detail":"","latency_ns":0,"time":"0001-01-01T00:00:00Z"}}]}]}
@@ -101,6 +105,10 @@ const statusTable = `SERVICE web [BLUE] http 127.0.0.1:8080,[::1]:8080, active 3
   NAME  ADDRESS      COLOR  HEALTH  STATE        WEIGHT  ACTIVE  REQUESTS  LAST CHECK
   web1  10.0.0.1:80  green  up      ready        5/10    2       60        HTTP 200 (agent: 75%)
   web2  10.0.0.2:80  blue   down    maintenance  0/1     0       40        body mismatch [2J
+
+SERVICE shop [RED] http pool, active 0, queue 0, req/s 0.0, err/s 0.0, fallback 127.0.0.1:8099 [ACTIVE]
+  NAME   ADDRESS      COLOR  HEALTH  STATE        WEIGHT  ACTIVE  REQUESTS  LAST CHECK
+  shop1  10.0.3.1:80  blue   up      maintenance  1/1     0       0         ok
 
 SERVICE db [RED] tcp 127.0.0.1:5432, active 0, queue 0, req/s 0.0, err/s 0.0
   NAME  ADDRESS        COLOR  HEALTH  STATE  WEIGHT  ACTIVE  REQUESTS  LAST CHECK

@@ -90,9 +90,21 @@ func showStatus(w io.Writer, answer []byte) error {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "SERVICE %s [%s] %s %s, active %d, queue %d, req/s %.1f, err/s %.1f\n",
-			clean(vs.Name), strings.ToUpper(clean(vs.Color)), clean(vs.Mode), clean(strings.Join(vs.Listen, ",")),
-			vs.ActiveConns, vs.Queue, vs.RequestRate, vs.ErrorRate)
+		// A pool has no listen address: routes reach it.
+		where := strings.Join(vs.Listen, ",")
+		if vs.Pool {
+			where = "pool"
+		}
+		var fallback string
+		if vs.Fallback != "" {
+			fallback = ", fallback " + vs.Fallback
+			if vs.FallbackActive {
+				fallback += " [ACTIVE]"
+			}
+		}
+		fmt.Fprintf(w, "SERVICE %s [%s] %s %s, active %d, queue %d, req/s %.1f, err/s %.1f%s\n",
+			clean(vs.Name), strings.ToUpper(clean(vs.Color)), clean(vs.Mode), clean(where),
+			vs.ActiveConns, vs.Queue, vs.RequestRate, vs.ErrorRate, clean(fallback))
 		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  NAME\tADDRESS\tCOLOR\tHEALTH\tSTATE\tWEIGHT\tACTIVE\tREQUESTS\tLAST CHECK")
 		for _, rs := range vs.RealServers {
