@@ -74,6 +74,21 @@ type Global struct {
 const (
 	ModeHTTP = "http" // L7 HTTP/1.1 full proxy
 	ModeTCP  = "tcp"  // L7 TCP proxy (bytes both ways)
+	// The L4 modes: the kernel's IPVS forwards the packets and Fulcrum
+	// only programs it (package l4).
+	ModeDR  = "dr"  // direct routing: only the destination MAC is rewritten
+	ModeNAT = "nat" // IPVS masquerading: destination address and port rewritten
+	ModeTUN = "tun" // IP-in-IP tunnelling (RFC 2003) to the real server
+)
+
+// IsL4Mode reports whether mode is one the kernel's IPVS forwards (dr, nat,
+// tun) rather than the userspace proxy (http, tcp).
+func IsL4Mode(mode string) bool { return mode == ModeDR || mode == ModeNAT || mode == ModeTUN }
+
+// Transport protocols of an L4 virtual service (virtual_service.protocol).
+const (
+	ProtocolTCP = "tcp"
+	ProtocolUDP = "udp"
 )
 
 // VirtualService is a VIP:port (one or more listen addresses) spreading
@@ -88,8 +103,13 @@ type VirtualService struct {
 	// "0.0.0.0:80" and "127.0.0.1:80" do. The file may give one string or a
 	// list. Required.
 	Listen []string `toml:"listen"`
-	// Mode is http or tcp. If absent, http.
+	// Mode is http or tcp (the userspace proxy), or dr, nat or tun (the
+	// kernel's IPVS: see IsL4Mode). If absent, http.
 	Mode string `toml:"mode"`
+	// Protocol is the transport protocol of an L4 service: tcp or udp. If
+	// absent, tcp in the L4 modes and "" in the others, where it is refused.
+	// (real_server.protocol is another key: what an http service speaks.)
+	Protocol string `toml:"protocol"`
 	// Scheduler names the balancing algorithm (see balancer.Names). If
 	// absent, round_robin.
 	Scheduler string `toml:"scheduler"`
@@ -604,6 +624,14 @@ func (v *VirtualService) setDefaults() {
 	v.ForwardedFor = true
 	v.Retries = DefaultRetries
 	v.QueueTimeout = DefaultQueueTimeout
+}
+
+// lateDefaults sets the L4 services' protocol: the key exists only in the
+// L4 modes.
+func (v *VirtualService) lateDefaults(given func(key string) bool) {
+	if IsL4Mode(v.Mode) && !given("protocol") {
+		v.Protocol = ProtocolTCP
+	}
 }
 
 func (t *Timeouts) setDefaults() {

@@ -306,7 +306,7 @@ retries = -1
 `,
 			want: []string{
 				`lb.toml:1: virtual_service.real_server: virtual service has no real servers (virtual_service "web")`,
-				`lb.toml:4: virtual_service.mode: must be http or tcp, got "udp" (virtual_service "web")`,
+				`lb.toml:4: virtual_service.mode: must be http, tcp, dr, nat or tun, got "udp" (virtual_service "web")`,
 				`lb.toml:5: virtual_service.scheduler: unknown scheduler "random" (known: ` + strings.Join(balancer.Names(), ", ") + `) (virtual_service "web")`,
 				`lb.toml:6: virtual_service.retries: must be between 0 and 100, got 101 (virtual_service "web")`,
 				`lb.toml:7: virtual_service.max_conns: must be >= 0, got -1 (virtual_service "web")`,

@@ -348,6 +348,33 @@ func TestGoodFull(t *testing.T) {
 				},
 				Line: 143,
 			},
+			{
+				Name:         "rdp-dr",
+				Listen:       []string{"10.0.0.21:3390"},
+				Mode:         ModeDR,
+				Protocol:     ProtocolTCP,
+				Scheduler:    "wlc",
+				ForwardedFor: true,
+				Retries:      DefaultRetries,
+				QueueTimeout: DefaultQueueTimeout,
+				RateLimit:    defaultRateLimit,
+				Timeouts:     defaultTimeouts,
+				HealthCheck: HealthCheck{
+					Type: CheckTCP, Method: DefaultCheckMethod, Path: DefaultCheckPath,
+					ExpectStatus: StatusRanges{{200, 399}}, Interval: 5 * time.Second, Timeout: DefaultCheckTimeout,
+					Rise: DefaultRise, Fall: DefaultFall,
+				},
+				Persistence: Persistence{
+					Method: PersistSourceIP, Timeout: 2 * time.Hour, SourceMask: 24, SourceMask6: 64,
+					MaxEntries: DefaultMaxEntries, InspectDelay: DefaultInspectDelay,
+				},
+				TLS: defaultTLS,
+				RealServers: []*RealServer{
+					{Name: "ts1", Address: "10.0.0.41:3390", Weight: 2, TLSVerify: true, Protocol: ProtoHTTP1, State: StateReady, Line: 189},
+					{Name: "ts2", Address: "10.0.0.42:3390", Weight: 1, TLSVerify: true, Protocol: ProtoHTTP1, State: StateDrain, Line: 190},
+				},
+				Line: 180,
+			},
 		},
 		HA: HA{
 			Interface:      "eth0",

@@ -18,7 +18,7 @@ import (
 var (
 	logLevels  = []string{"debug", "info", "warn", "error"}
 	logFormats = []string{"console", "json"}
-	modes      = []string{ModeHTTP, ModeTCP}
+	modes      = []string{ModeHTTP, ModeTCP, ModeDR, ModeNAT, ModeTUN}
 	states     = []string{StateReady, StateDrain, StateMaintenance}
 )
 
@@ -101,7 +101,8 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 			v.add(ap, "invalid address %q: %s", text, msg)
 			continue
 		}
-		la := listenAddr{text: text, addr: addr, port: port, line: v.line(ap), vs: vs, vsIndex: i}
+		la := listenAddr{text: text, addr: addr, port: port, line: v.line(ap), vs: vs, vsIndex: i,
+			udp: IsL4Mode(vs.Mode) && vs.Protocol == ProtocolUDP}
 		if msg := la.conflict(listens); msg != "" {
 			v.add(ap, "%s", msg)
 		}
@@ -109,6 +110,18 @@ func (v *validator) virtualService(p path, i int, vs *VirtualService, listens []
 	}
 
 	v.oneOf(p.with("mode"), vs.Mode, modes)
+	if IsL4Mode(vs.Mode) {
+		// The kernel forwards the packets: only the keys of validate_l4.go
+		// apply, and the userspace proxy's are refused there.
+		v.l4(p, vs)
+		v.healthCheck(p.with("health_check"), &vs.HealthCheck)
+		v.persistence(p.with("persistence"), vs)
+		v.realServers(p, vs)
+		return listens
+	}
+	if pp := p.with("protocol"); v.inFile(pp) {
+		v.add(pp, "used only in modes dr, nat and tun (the kernel's IPVS): an %s service is tcp; real_server.protocol says what it speaks to a real server", vs.Mode)
+	}
 	if !slices.Contains(v.schedulers, vs.Scheduler) {
 		msg := fmt.Sprintf("unknown scheduler %q (known: %s)", vs.Scheduler, strings.Join(v.schedulers, ", "))
 		if s := closest(vs.Scheduler, v.schedulers); s != "" {
@@ -178,8 +191,10 @@ func (v *validator) realServers(p path, vs *VirtualService) {
 		v.between(p.with("weight"), rs.Weight, 0, MaxWeight)
 		v.between(p.with("max_conns"), rs.MaxConns, 0, -1)
 		v.oneOf(p.with("state"), rs.State, states)
-		v.realServerTLS(p, vs, rs)
-		v.realServerTransparency(p, vs, rs)
+		if !IsL4Mode(vs.Mode) { // refused in the L4 modes (l4RealServer)
+			v.realServerTLS(p, vs, rs)
+			v.realServerTransparency(p, vs, rs)
+		}
 
 		// Two unnamed servers share a name only if they share an address,
 		// which is reported above.
@@ -283,6 +298,7 @@ type listenAddr struct {
 	vs      *VirtualService
 	vsIndex int
 	key     string // where in vs, if not listen: "tls.redirect_http"
+	udp     bool   // an L4 udp VIP, which takes no TCP port
 }
 
 // all reports whether the address listens on every address of both families:
@@ -316,7 +332,7 @@ func (a listenAddr) scope() string {
 // that binds the same socket, or returns "".
 func (a listenAddr) conflict(before []listenAddr) string {
 	for _, b := range before {
-		if a.port != b.port || !a.covers(b) && !b.covers(a) {
+		if a.port != b.port || a.udp != b.udp || !a.covers(b) && !b.covers(a) {
 			continue
 		}
 		if a.vs == b.vs && a.key == b.key {

@@ -430,11 +430,14 @@ func (v *validator) fallback(p path, vs *VirtualService) {
 func (v *validator) routeTargets(c *Config, names map[string]*VirtualService) {
 	var pools []string
 	for _, vs := range c.VirtualServices {
-		if vs.IsPool() && vs.Name != "" {
+		if vs.IsPool() && vs.Name != "" && !IsL4Mode(vs.Mode) {
 			pools = append(pools, vs.Name)
 		}
 	}
 	for i, vs := range c.VirtualServices {
+		if IsL4Mode(vs.Mode) {
+			continue // its routes are refused (validate_l4.go)
+		}
 		vp := v.pathOf(vs, path{}.with("virtual_service").elem(i, vs.label))
 		for j, rt := range vs.Routes {
 			if rt.To == "" {

@@ -156,7 +156,7 @@ persistence = { method = "rdp_cookie" }
 				`lb.toml:18: virtual_service.persistence.method: method "header" needs mode = "http" (virtual_service "c")`,
 				`lb.toml:23: virtual_service.persistence.method: method "rdp_cookie" needs mode = "tcp" (virtual_service "d")`,
 				// An unknown mode is reported once, not against the method too.
-				`lb.toml:27: virtual_service.mode: must be http or tcp, got "udp" (virtual_service "e")`,
+				`lb.toml:27: virtual_service.mode: must be http, tcp, dr, nat or tun, got "udp" (virtual_service "e")`,
 			},
 		},
 		{
