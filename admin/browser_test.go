@@ -80,6 +80,10 @@ func TestBrowser(t *testing.T) {
 		{`section[data-service="shop"]`, "data-color", "red"},
 		{`section[data-service="shop"]`, "data-fallback-active", "true"},
 		{`section[data-service="web"]`, "data-fallback-active", "false"},
+		// An L4 service has the same colors.
+		{`section[data-service="rdp-dr"]`, "data-color", "yellow"},
+		{`tr[data-service="rdp-dr"][data-server="ts1"]`, "data-color", "green"},
+		{`tr[data-service="rdp-dr"][data-server="ts2"]`, "data-color", "red"},
 	} {
 		if got := attr(tt.sel, tt.name); got != tt.want {
 			t.Errorf("%s %s = %q, want %q", tt.sel, tt.name, got, tt.want)
@@ -96,6 +100,10 @@ func TestBrowser(t *testing.T) {
 	badge, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`section[data-service="shop"] .badge[data-v="fallback"]`)))
 	if err != nil || badge != "Fallback active" {
 		t.Errorf("fallback badge = %q, %v", badge, err)
+	}
+	mode, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`section[data-service="rdp-dr"] .chip`)))
+	if err != nil || mode != "DR/TCP" {
+		t.Errorf("the L4 service's mode chip = %q, %v; want DR/TCP", mode, err)
 	}
 	shot(t, ctx, filepath.Join(outDir, "admin-ui-overview.png"))
 
@@ -216,7 +224,20 @@ func richStatus(f *fixture) {
 			Weight: 1, EffectiveWeight: 1, Check: proxy.CheckStatus{Type: "tcp", OK: true, Time: now.Add(-time.Second)},
 		}},
 	}
-	f.rt.status.Services = []proxy.ServiceStatus{f.rt.status.Services[0], api, shop, f.rt.status.Services[1]}
+	// An L4 (IPVS) service, one real server up and one down: yellow, by
+	// the same rules as the L7 services.
+	dr := proxy.ServiceStatus{
+		Name: "rdp-dr", Mode: "dr", Protocol: "tcp", Scheduler: "weighted_least_conn", Listen: []string{"10.0.0.30:3389"},
+		Color: proxy.ColorYellow,
+		RealServers: []proxy.RealServerStatus{{
+			Name: "ts1", Address: "10.0.0.41:3389", Color: proxy.ColorGreen, Health: "up", State: config.StateReady,
+			Weight: 1, EffectiveWeight: 1, Check: proxy.CheckStatus{Type: "tcp", OK: true, Time: now.Add(-time.Second)},
+		}, {
+			Name: "ts2", Address: "10.0.0.42:3389", Color: proxy.ColorRed, Health: "down", State: config.StateReady,
+			Weight: 1, EffectiveWeight: 1, Check: proxy.CheckStatus{Type: "tcp", Detail: "connection refused", Time: now.Add(-time.Second)},
+		}},
+	}
+	f.rt.status.Services = []proxy.ServiceStatus{f.rt.status.Services[0], api, shop, dr, f.rt.status.Services[1]}
 	f.rt.mu.Unlock()
 
 	// Two samples five seconds apart give every service a rate.

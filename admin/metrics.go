@@ -69,13 +69,20 @@ var (
 		"Failed connects to the real server that were retried on another.", rsLabels, nil)
 	descRSConnectErrors = prometheus.NewDesc("fulcrum_real_server_connect_errors_total",
 		"Failed connects to the real server.", rsLabels, nil)
+	// The kernel's counters of an L4 real server (modes dr, nat, tun) only.
+	descRSInactive = prometheus.NewDesc("fulcrum_real_server_inactive_connections",
+		"IPVS connections to the real server that are not established (TCP closing or in TIME_WAIT, UDP); L4 services only.", rsLabels, nil)
+	descRSPacketsIn = prometheus.NewDesc("fulcrum_real_server_received_packets_total",
+		"Packets from the real server that IPVS forwarded (0 with dr and tun: replies bypass the director); L4 services only.", rsLabels, nil)
+	descRSPacketsOut = prometheus.NewDesc("fulcrum_real_server_sent_packets_total",
+		"Packets IPVS forwarded to the real server; L4 services only.", rsLabels, nil)
 
 	allDescs = []*prometheus.Desc{
 		descServiceRequests, descServiceErrors, descServiceActive, descServiceQueue, descServiceColor,
 		descServiceFallbackActive, descServiceFallbackRequests, descServiceRateLimited,
 		descRSRequests, descRSResponses, descRSBytesIn, descRSBytesOut, descRSActive, descRSMaxConns,
 		descRSUp, descRSState, descRSWeight, descRSEffWeight, descRSCheckLatency, descRSCheckOK,
-		descRSCheckTime, descRSRetries, descRSConnectErrors,
+		descRSCheckTime, descRSRetries, descRSConnectErrors, descRSInactive, descRSPacketsIn, descRSPacketsOut,
 	}
 	colors      = []string{proxy.ColorGreen, proxy.ColorYellow, proxy.ColorRed, proxy.ColorBlue}
 	adminStates = []string{config.StateReady, config.StateDrain, config.StateMaintenance}
@@ -139,6 +146,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			counter(descRSRetries, rs.Retries, l...)
 			counter(descRSConnectErrors, rs.ConnectErrors, l...)
+			if config.IsL4Mode(vs.Mode) {
+				gauge(descRSInactive, float64(rs.InactiveConns), l...)
+				counter(descRSPacketsIn, rs.PacketsIn, l...)
+				counter(descRSPacketsOut, rs.PacketsOut, l...)
+			}
 		}
 	}
 }

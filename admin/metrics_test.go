@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/fulcrumlb/fulcrum/config"
+	"github.com/fulcrumlb/fulcrum/proxy"
 )
 
 func TestMetrics(t *testing.T) {
@@ -91,5 +92,44 @@ func TestMetricsAuth(t *testing.T) {
 				t.Errorf("/api/v1/status without credentials = %d", r.status)
 			}
 		})
+	}
+}
+
+// TestMetricsL4 checks the kernel's counters of an L4 service: its real
+// servers' inactive connections and packets, exported for L4 services only.
+func TestMetricsL4(t *testing.T) {
+	f := newFixture(t)
+	f.rt.mu.Lock()
+	f.rt.status.Services = append(f.rt.status.Services, proxy.ServiceStatus{
+		Name: "rdp", Mode: config.ModeDR, Protocol: config.ProtocolTCP, Scheduler: "wlc", Listen: []string{"10.0.0.30:3389"},
+		Color: proxy.ColorGreen, Requests: 42, ActiveConns: 3,
+		RealServers: []proxy.RealServerStatus{{
+			Name: "ts1", Address: "10.0.0.41:3389", Color: proxy.ColorGreen, Health: "up", State: config.StateReady,
+			Weight: 1, EffectiveWeight: 1, Active: 3, InactiveConns: 2, Requests: 40, BytesOut: 9000, PacketsOut: 120,
+		}},
+	})
+	f.rt.mu.Unlock()
+	r := f.do(t, req{method: "GET", path: "/metrics", basic: true})
+	for _, w := range []string{
+		`fulcrum_service_requests_total{service="rdp"} 42`,
+		`fulcrum_service_active_connections{service="rdp"} 3`,
+		`fulcrum_real_server_requests_total{real_server="ts1",service="rdp"} 40`,
+		`fulcrum_real_server_active_connections{real_server="ts1",service="rdp"} 3`,
+		`fulcrum_real_server_inactive_connections{real_server="ts1",service="rdp"} 2`,
+		`fulcrum_real_server_sent_bytes_total{real_server="ts1",service="rdp"} 9000`,
+		`fulcrum_real_server_sent_packets_total{real_server="ts1",service="rdp"} 120`,
+		`fulcrum_real_server_received_packets_total{real_server="ts1",service="rdp"} 0`,
+		"# TYPE fulcrum_real_server_inactive_connections gauge",
+		"# TYPE fulcrum_real_server_sent_packets_total counter",
+	} {
+		if !strings.Contains(r.body, w) {
+			t.Errorf("/metrics lacks %q", w)
+		}
+	}
+	if strings.Contains(r.body, `fulcrum_real_server_sent_packets_total{real_server="web1"`) {
+		t.Error("/metrics has packet counters for an http service")
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", r.body)
 	}
 }

@@ -45,6 +45,7 @@ type Proxy struct {
 	accepting sync.WaitGroup // accept loops
 	draining  sync.WaitGroup // services removed by a reload, finishing their work
 	stick     stickFeed      // stick-table changes for an HA peer (stick.go)
+	l4        *l4Syncer      // programs IPVS for the L4 services (l4.go)
 }
 
 // listener is one bound listen address. It belongs to the proxy rather than
@@ -60,6 +61,7 @@ type listener struct {
 func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 	p := &Proxy{log: log, events: newEventLog(), cfg: cfg, listeners: make(map[string]*listener),
 		h3: h3listeners{byKey: make(map[string]*h3listener)}, tickets: tlsterm.NewRotator(ticketKeyPeriod)}
+	p.l4 = newL4Syncer(log, p.events)
 	for _, vs := range cfg.VirtualServices {
 		s, err := p.newService(vs, cfg.Global.AccessLog)
 		if err != nil {
@@ -93,6 +95,9 @@ func (p *Proxy) Start() error {
 	if err := checkTransparent(p.cfg); err != nil {
 		return err
 	}
+	if err := p.l4.prepare(p.cfg); err != nil {
+		return err
+	}
 	bound, err := p.bind(p.cfg.VirtualServices)
 	if err != nil {
 		return err
@@ -114,6 +119,7 @@ func (p *Proxy) Start() error {
 	}
 	p.attach(p.services, bound)
 	p.attachH3(p.services, h3bound)
+	p.l4.sync(p.services)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stopTickets = cancel
 	go p.tickets.Run(ctx)
@@ -129,6 +135,9 @@ const ticketKeyPeriod = time.Hour
 func (p *Proxy) bind(services []*config.VirtualService) (map[string]*listener, error) {
 	bound := make(map[string]*listener)
 	for _, s := range services {
+		if config.IsL4Mode(s.Mode) {
+			continue // the kernel takes its packets (l4.go)
+		}
 		for _, addr := range s.Listen {
 			k := listenKey(addr)
 			if p.listeners[k] != nil || bound[k] != nil {
@@ -153,6 +162,9 @@ func (p *Proxy) bind(services []*config.VirtualService) (map[string]*listener, e
 func (p *Proxy) attach(services []*Service, bound map[string]*listener) {
 	want := make(map[string]bool)
 	for _, s := range services {
+		if config.IsL4Mode(s.config().Mode) {
+			continue // binds nothing (l4.go)
+		}
 		var addrs []net.Addr
 		for _, addr := range s.config().Listen {
 			k := listenKey(addr)
@@ -261,6 +273,9 @@ func release(slots chan struct{}) {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.stopped = true
+	// IPVS's services stay in the kernel (l4.go): the syncer only stops
+	// following the states.
+	p.l4.close()
 	if p.stopTickets != nil {
 		p.stopTickets()
 	}
@@ -369,7 +384,7 @@ func (s *Service) newRealSet(list []*realServer, keep map[*balancer.Server]*real
 }
 
 func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service, error) {
-	sched, err := balancer.New(vs.Scheduler)
+	sched, err := newScheduler(vs)
 	if err != nil {
 		return nil, fmt.Errorf("virtual service %q: %w", vs.Name, err)
 	}
@@ -412,6 +427,16 @@ func (p *Proxy) newService(vs *config.VirtualService, accessLog bool) (*Service,
 	s.reals.Store(s.newRealSet(list, nil))
 	s.Pool = balancer.NewPool(sched, servers, vs.QueueTimeout)
 	return s, nil
+}
+
+// newScheduler builds the service's balancer. An L4 service's pool never
+// picks (the kernel schedules: its scheduler may be an IPVS name), it only
+// keeps the real servers' states, so it gets the default scheduler.
+func newScheduler(vs *config.VirtualService) (balancer.Scheduler, error) {
+	if config.IsL4Mode(vs.Mode) {
+		return balancer.New(config.DefaultScheduler)
+	}
+	return balancer.New(vs.Scheduler)
 }
 
 // newProbe builds the active check of hc; nil when there is none.
@@ -468,6 +493,11 @@ func (s *Service) start() {
 	s.wg.Add(1)
 	go s.reapIdle()
 	vs := s.config()
+	if config.IsL4Mode(vs.Mode) {
+		s.log.Info("virtual service in the kernel (IPVS)", zap.String("vip", vs.Listen[0]), zap.String("mode", vs.Mode),
+			zap.String("protocol", vs.Protocol), zap.String("scheduler", vs.Scheduler), zap.Int("real_servers", len(vs.RealServers)))
+		return
+	}
 	if vs.IsPool() {
 		s.log.Info("pool started (no listen: reached through routes)", zap.String("scheduler", vs.Scheduler),
 			zap.Int("real_servers", len(vs.RealServers)))

@@ -149,6 +149,7 @@ func (rs *realServer) applyLocked() {
 	entering := admin == balancer.Maintenance && rs.Server.AdminState() != balancer.Maintenance
 	rs.Server.SetAdminState(admin)
 	rs.svc.Pool.Update()
+	rs.svc.signalL4() // the kernel follows (l4.go)
 	if entering {
 		// Maintenance means no traffic at all, whoever asked for it (the
 		// API, an agent, the file): close the server's connections, where

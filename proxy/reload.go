@@ -73,6 +73,12 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	// IPVS, if cfg has the first L4 service (l4.go).
+	if p.started {
+		if err := p.l4.prepare(cfg); err != nil {
+			return err
+		}
+	}
 	// Listeners: bind the new addresses.
 	bound, err := p.bind(cfg.VirtualServices)
 	if err != nil {
@@ -125,6 +131,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	p.services = next
 	p.cfg = cfg
+	if p.started {
+		p.l4.sync(next) // removed L4 services leave the kernel now
+	}
 	p.events.add(EventReload, "", "", fmt.Sprintf("configuration reloaded from %s: %d virtual services (%d new, %d removed)",
 		cfg.File, len(next), len(fresh), len(old)))
 	return nil
@@ -150,7 +159,7 @@ func (s *Service) prepare(p *Proxy, vs *config.VirtualService) (*serviceChange, 
 	}
 	c.tls = front
 	if vs.Scheduler != old.Scheduler {
-		sched, err := balancer.New(vs.Scheduler)
+		sched, err := newScheduler(vs)
 		if err != nil {
 			return nil, fmt.Errorf("virtual service %q: %w", vs.Name, err)
 		}

@@ -21,8 +21,13 @@ func (p *Proxy) Status() Status {
 	services := append([]*Service(nil), p.services...)
 	p.mu.Unlock()
 	st := Status{Services: make([]ServiceStatus, 0, len(services))}
+	ipvs := p.l4.stats() // nil without L4 services
 	for _, s := range services {
-		st.Services = append(st.Services, s.status())
+		ss := s.status()
+		if config.IsL4Mode(ss.Mode) {
+			fillL4Status(&ss, ipvs[s.Name])
+		}
+		st.Services = append(st.Services, ss)
 	}
 	return st
 }
@@ -32,6 +37,7 @@ func (s *Service) status() ServiceStatus {
 	st := ServiceStatus{
 		Name:        s.Name,
 		Mode:        vs.Mode,
+		Protocol:    vs.Protocol,
 		Scheduler:   vs.Scheduler,
 		Listen:      vs.Listen,
 		Pool:        vs.IsPool(),
@@ -191,6 +197,11 @@ func (p *Proxy) AddRealServer(service string, rc *config.RealServer) error {
 			return fmt.Errorf("address %s is already real server %q: %w", c.Address, rs.Name, ErrInvalid)
 		}
 	}
+	if config.IsL4Mode(s.config().Mode) {
+		if err := s.checkL4RealServer(&c); err != nil {
+			return fmt.Errorf("%v: %w", err, ErrInvalid)
+		}
+	}
 	rs := newRealServer(s, &c)
 	s.setReals(append(s.reals.Load().list, rs), nil)
 	rs.startMonitor(s.probe)
@@ -234,4 +245,5 @@ func (s *Service) setReals(list, removed []*realServer) {
 	for _, rs := range removed {
 		rs.retire()
 	}
+	s.signalL4()
 }

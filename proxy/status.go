@@ -30,6 +30,7 @@ type Status struct {
 type ServiceStatus struct {
 	Name      string   `json:"name"`
 	Mode      string   `json:"mode"`
+	Protocol  string   `json:"protocol,omitempty"` // an L4 service's (modes dr, nat, tun): tcp or udp
 	Scheduler string   `json:"scheduler"`
 	Listen    []string `json:"listen"`
 	// Pool is true for a virtual service without listen, which only routes
@@ -40,7 +41,8 @@ type ServiceStatus struct {
 	ActiveConns int64 `json:"active_connections"`
 	// Queue is the requests waiting for a real server slot.
 	Queue int `json:"queue"`
-	// Requests counts HTTP requests (tcp mode: connections) received.
+	// Requests counts HTTP requests (tcp mode: connections) received; for
+	// an L4 service the connections IPVS scheduled, as are ActiveConns.
 	Requests uint64 `json:"requests"`
 	// Errors counts requests the proxy itself failed (4xx/5xx it generated).
 	Errors uint64 `json:"errors"`
@@ -84,9 +86,13 @@ type RealServerStatus struct {
 	Weight          int   `json:"weight"`
 	EffectiveWeight int   `json:"effective_weight"`
 	MaxConns        int64 `json:"max_conns"`
-	// Active is the requests (http) or connections (tcp) in flight.
+	// Active is the requests (http) or connections (tcp; L4: IPVS's
+	// established ones) in flight.
 	Active int64 `json:"active"`
-	// Requests counts requests (tcp: connections) sent to the server.
+	// InactiveConns are an L4 real server's other IPVS connections (TCP
+	// closing or in TIME_WAIT, UDP); 0 for the other modes.
+	InactiveConns int64 `json:"inactive_connections,omitempty"`
+	// Requests counts requests (tcp and L4: connections) sent to the server.
 	Requests uint64 `json:"requests"`
 	// Responses counts responses by status class.
 	Responses     ResponseClasses `json:"responses"`
@@ -95,6 +101,11 @@ type RealServerStatus struct {
 	ConnectErrors uint64          `json:"connect_errors"`
 	Retries       uint64          `json:"retries"`
 	Check         CheckStatus     `json:"check"`
+	// PacketsIn and PacketsOut count an L4 real server's packets from it
+	// and to it, as IPVS saw them (PacketsIn and BytesIn are 0 with dr and
+	// tun, whose replies bypass the director); 0 for the other modes.
+	PacketsIn  uint64 `json:"packets_in,omitempty"`
+	PacketsOut uint64 `json:"packets_out,omitempty"`
 }
 
 // ResponseClasses counts responses by status class.
@@ -127,6 +138,7 @@ const (
 	EventAgent  = "agent"  // an agent reply changed state, weight or max_conns
 	EventAdmin  = "admin"  // an admin changed a state or weight, added or removed a server
 	EventReload = "reload" // the configuration was reloaded, or a reload was refused
+	EventIPVS   = "ipvs"   // the kernel's IPVS could not be programmed, or could again
 )
 
 // Event is one entry of the recent events shown by the web UI.

@@ -308,7 +308,7 @@
     card.fallback.hidden = !fallbackActive;
     // A pool (no listen) is reached only through routes: it shows "pool"
     // where a listening service shows its addresses.
-    const metaSig = [svc.mode, svc.scheduler, svc.pool, svc.fallback, ...(svc.listen || [])].join('|');
+    const metaSig = [svc.mode, svc.protocol, svc.scheduler, svc.pool, svc.fallback, ...(svc.listen || [])].join('|');
     if (card.metaSig !== metaSig) {
       const where = svc.pool
         ? [el('span', { class: 'chip', 'data-v': 'pool', title: 'No listen address: reached through routes', text: 'pool' })]
@@ -317,7 +317,11 @@
         ? [el('span', { class: 'chip mono', 'data-v': 'fallback', title: 'Fallback server', text: `fallback ${svc.fallback}` })]
         : [];
       card.meta.replaceChildren(
-        el('span', { class: 'chip', text: (svc.mode || '').toUpperCase() }),
+        // An L4 service (dr, nat, tun) has a protocol: "DR/TCP".
+        el('span', {
+          class: 'chip', title: svc.protocol ? 'Forwarded by the kernel (IPVS)' : null,
+          text: (svc.mode || '').toUpperCase() + (svc.protocol ? `/${svc.protocol.toUpperCase()}` : ''),
+        }),
         el('span', { class: 'chip', text: svc.scheduler || '' }),
         ...where, ...fb);
       card.metaSig = metaSig;
