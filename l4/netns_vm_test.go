@@ -27,6 +27,8 @@ import (
 //	c1 192.0.2.2/24 ─────veth── br0 192.0.2.1/24 ─────veth── eth0 192.0.2.11/24, .12/24
 //	                                + 192.0.2.100 (DR VIP)          lo: 192.0.2.100/32 (DR)
 //	                                + 192.0.2.101 (TUN VIP)         tunl0: 192.0.2.101/32 (TUN)
+//	  2001:db8:2::2/64              2001:db8:2::1/64                 2001:db8:2::11/64, ::12/64
+//	                                + 2001:db8:2::100 (DR VIP, v6)  lo: 2001:db8:2::100/128 (DR)
 //
 // NAT: the client reaches the VIP on its own network; the real servers'
 // default route is the director, which rewrites the replies back. DR and
@@ -37,6 +39,7 @@ const (
 	natVIP = "198.51.100.10"
 	drVIP  = "192.0.2.100"
 	tunVIP = "192.0.2.101"
+	drVIP6 = "2001:db8:2::100"
 	rsPort = 8080
 )
 
@@ -68,10 +71,15 @@ func buildLab() error {
 		"ip addr add 192.0.2.1/24 dev br0",
 		"ip addr add " + drVIP + "/32 dev br0",
 		"ip addr add " + tunVIP + "/32 dev br0",
+		// nodad: usable at once, without duplicate address detection's
+		// second.
+		"ip addr add 2001:db8:2::1/64 dev br0 nodad",
+		"ip addr add " + drVIP6 + "/128 dev br0 nodad",
 		"ip link set br0 up",
 		"ip link set vc1 master br0 up",
 		"ip -n client addr add 198.51.100.2/24 dev c0",
 		"ip -n client addr add 192.0.2.2/24 dev c1",
+		"ip -n client addr add 2001:db8:2::2/64 dev c1 nodad",
 		"ip -n client link set lo up",
 		"ip -n client link set c0 up",
 		"ip -n client link set c1 up",
@@ -83,6 +91,7 @@ func buildLab() error {
 			"ip link add eth0 netns "+rs+" type veth peer name v"+rs,
 			"ip link set v"+rs+" master br0 up",
 			"ip -n "+rs+" addr add "+addr+"/24 dev eth0",
+			fmt.Sprintf("ip -n %s addr add 2001:db8:2::1%d/64 dev eth0 nodad", rs, i+1),
 			"ip -n "+rs+" link set lo up",
 			"ip -n "+rs+" link set eth0 up",
 			// NAT: replies must go back through the director.
@@ -93,14 +102,14 @@ func buildLab() error {
 		for _, setup := range []struct {
 			vip  string
 			mode Forwarding
-		}{{drVIP, DirectRouting}, {tunVIP, Tunnel}} {
-			argvs, err := RealServerCommands(netip.MustParseAddr(setup.vip), setup.mode)
+		}{{drVIP, DirectRouting}, {tunVIP, Tunnel}, {drVIP6, DirectRouting}} {
+			setupCmds, err := RealServerCommands(netip.MustParseAddr(setup.vip), setup.mode)
 			if err != nil {
 				return err
 			}
-			for _, argv := range argvs {
-				if argv[0] != "modprobe" {
-					cmds = append(cmds, "ip netns exec "+rs+" "+CommandString(argv))
+			for _, c := range setupCmds {
+				if c.Argv[0] != "modprobe" {
+					cmds = append(cmds, "ip netns exec "+rs+" "+c.String())
 				}
 			}
 		}
@@ -114,7 +123,7 @@ func buildLab() error {
 	for _, rs := range []string{"rs1", "rs2"} {
 		var ln net.Listener
 		err := inNetns(rs, func() (err error) {
-			ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", rsPort))
+			ln, err = net.Listen("tcp", fmt.Sprintf(":%d", rsPort))
 			return err
 		})
 		if err != nil {
@@ -195,7 +204,7 @@ func dial(t *testing.T, vip string, port int) *conn {
 	t.Helper()
 	var c net.Conn
 	err := inNetns("client", func() (err error) {
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", vip, port), 5*time.Second)
+		c, err = net.DialTimeout("tcp", net.JoinHostPort(vip, fmt.Sprint(port)), 5*time.Second)
 		return err
 	})
 	if err != nil {
@@ -231,7 +240,7 @@ func (c *conn) echo(t *testing.T) {
 }
 
 func rsAt(name, addr string, port, weight int) RealServer {
-	return RealServer{Name: name, Address: ap(fmt.Sprintf("%s:%d", addr, port)), Weight: weight}
+	return RealServer{Name: name, Address: ap(net.JoinHostPort(addr, fmt.Sprint(port))), Weight: weight}
 }
 
 func TestVMDelivery(t *testing.T) {
@@ -252,6 +261,11 @@ func TestVMDelivery(t *testing.T) {
 		{"tun", Service{Name: "tun", VIP: ap(fmt.Sprintf("%s:%d", tunVIP, rsPort)), Forwarding: Tunnel, Scheduler: "rr",
 			RealServers: []RealServer{rsAt("rs1", "192.0.2.11", rsPort, 1), rsAt("rs2", "192.0.2.12", rsPort, 1)}},
 			"192.0.2.2", false},
+		// IPv6 real servers set up as `fulcrum realserver` prints: the VIP
+		// on lo, and no neighbor advertisement for it from them.
+		{"dr IPv6", Service{Name: "dr6", VIP: ap(fmt.Sprintf("[%s]:%d", drVIP6, rsPort)), Forwarding: DirectRouting, Scheduler: "rr",
+			RealServers: []RealServer{rsAt("rs1", "2001:db8:2::11", rsPort, 1), rsAt("rs2", "2001:db8:2::12", rsPort, 1)}},
+			"2001:db8:2::2", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -71,6 +71,13 @@ func TestInVM(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go test -c: %v\n%s", err, out)
 	}
+	// The fulcrum binary, for TestVMFulcrumBinary: static too.
+	fulcrum := filepath.Join(t.TempDir(), "fulcrum")
+	build = exec.Command("go", "build", "-o", fulcrum, "github.com/fulcrumlb/fulcrum/cmd/fulcrum")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/fulcrum: %v\n%s", err, out)
+	}
 	run := os.Getenv("FULCRUM_VM_RUN")
 	if run == "" {
 		run = "."
@@ -83,6 +90,7 @@ func TestInVM(t *testing.T) {
 		Args:    []string{"-test.v", "-test.count=1", "-test.run=" + run, "-test.timeout=" + (vmTimeout - 30*time.Second).String()},
 		Modules: vmModules,
 		Tools:   vmTools,
+		Files:   map[string]string{fulcrumGuestPath: fulcrum},
 		Boot: vm.BootOptions{
 			Timeout: vmTimeout,
 			Console: func(line string) {

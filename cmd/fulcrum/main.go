@@ -19,6 +19,8 @@ Usage:
   fulcrum ctl COMMAND     talk to a running fulcrum's admin API: status, events,
                           drain|maint|ready VS/RS, weight VS/RS N, add, remove, reload
   fulcrum hash-password   print a bcrypt hash for [[admin.user]] password_hash
+  fulcrum realserver --vip ADDRESS --mode dr|tun
+                          print (or --apply) the setup a dr/tun real server needs
   fulcrum version         print the version
 
 Run "fulcrum COMMAND -h" for a command's flags.
@@ -44,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCtl(rest, os.Stdin, stdout, stderr)
 	case "hash-password":
 		return cmdHashPassword(rest, os.Stdin, stdout, stderr)
+	case "realserver":
+		return cmdRealServer(rest, stdout, stderr)
 	case "version":
 		return cmdVersion(rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":

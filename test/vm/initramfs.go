@@ -8,10 +8,12 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -23,6 +25,10 @@ const (
 	guestModules = "/etc/fulcrum-vm/modules"
 	guestModDir  = "/lib/modules/fulcrum-vm"
 )
+
+// mountedOver are the top directories /init mounts a file system on, which
+// hide what the initramfs holds there.
+var mountedOver = []string{"proc", "sys", "dev", "tmp", "run"}
 
 // Initramfs describes the guest's whole file system: busybox, the kernel
 // modules to load, tools with their shared libraries, and the program /init
@@ -38,6 +44,11 @@ type Initramfs struct {
 	// Tools are host paths of programs copied to the same path in the guest
 	// with the shared libraries and the dynamic loader ldd names.
 	Tools []string
+	// Files are more programs to copy, by guest path (e.g. /usr/bin/fulcrum)
+	// to host path, with their shared libraries as for Tools. A guest path
+	// must not be under /tmp, /run, /proc, /sys or /dev, which /init mounts
+	// over.
+	Files map[string]string
 	// Program is the host path of the program /init runs (a `go test -c`
 	// binary), with Args and Env (KEY=VALUE) added to /init's environment.
 	Program string
@@ -79,6 +90,14 @@ func (s *Initramfs) Write(w io.Writer) error {
 	}
 	for _, t := range s.Tools {
 		if err := addELF(c, t, t); err != nil {
+			return err
+		}
+	}
+	for _, dst := range slices.Sorted(maps.Keys(s.Files)) {
+		if !path.IsAbs(dst) || slices.Contains(mountedOver, strings.Split(dst, "/")[1]) {
+			return fmt.Errorf("vm: file %s: want an absolute guest path outside %v", dst, mountedOver)
+		}
+		if err := addELF(c, s.Files[dst], dst); err != nil {
 			return err
 		}
 	}

@@ -118,7 +118,8 @@ func TestInitramfsWrite(t *testing.T) {
 	}
 	tool, _ = filepath.EvalSymlinks(tool)
 	var z bytes.Buffer
-	spec := &Initramfs{Busybox: busybox, Tools: []string{tool}, Program: tool, Args: []string{"-c", "echo hi"}, Env: []string{"X=1"}, Nonce: "abc"}
+	spec := &Initramfs{Busybox: busybox, Tools: []string{tool}, Program: tool, Args: []string{"-c", "echo hi"}, Env: []string{"X=1"}, Nonce: "abc",
+		Files: map[string]string{"/usr/bin/extra": tool}}
 	if err := spec.Write(&z); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestInitramfsWrite(t *testing.T) {
 	for _, e := range readCPIO(t, raw) {
 		files[e.name] = e
 	}
-	for _, name := range []string{"init", "bin/busybox", "bin/sh", "bin/insmod", "bin/poweroff", "bin/fulcrum-vm-program",
+	for _, name := range []string{"init", "bin/busybox", "bin/sh", "bin/insmod", "bin/poweroff", "bin/fulcrum-vm-program", "usr/bin/extra",
 		strings.TrimPrefix(tool, "/"), "etc/fulcrum-vm/args", "etc/fulcrum-vm/env", "etc/fulcrum-vm/modules", "proc", "run"} {
 		if _, ok := files[name]; !ok {
 			t.Errorf("initramfs lacks %s", name)
@@ -154,5 +155,10 @@ func TestInitramfsWrite(t *testing.T) {
 	}
 	if err := (&Initramfs{Busybox: busybox, Args: []string{"a\nb"}}).Write(io.Discard); err == nil {
 		t.Error("an argument with a newline: no error")
+	}
+	for _, dst := range []string{"/tmp/x", "usr/bin/x", "/run/x"} {
+		if err := (&Initramfs{Busybox: busybox, Files: map[string]string{dst: tool}}).Write(io.Discard); err == nil {
+			t.Errorf("file at %s: no error", dst)
+		}
 	}
 }

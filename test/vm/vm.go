@@ -50,6 +50,10 @@ type Config struct {
 	// Tools are commands copied into the guest, at their host paths, with
 	// their shared libraries (e.g. "ipvsadm", "ip"); found in PATH.
 	Tools []string
+	// Files are more programs to copy, by guest path to host path (not under
+	// /tmp, /run, /proc, /sys or /dev), with their shared libraries: e.g. a
+	// program the test binary runs.
+	Files map[string]string
 	// Boot options: see BootOptions (Kernel, Initrd and Nonce are set by
 	// Run).
 	Boot BootOptions
@@ -99,7 +103,7 @@ func Run(ctx context.Context, cfg Config) (*BootResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vm: %s: %w", k.Release, err)
 	}
-	spec := &Initramfs{Program: cfg.Program, Args: cfg.Args, Env: cfg.Env, Shell: cfg.Shell, Nonce: nonce()}
+	spec := &Initramfs{Program: cfg.Program, Args: cfg.Args, Env: cfg.Env, Files: cfg.Files, Shell: cfg.Shell, Nonce: nonce()}
 	if spec.Busybox, err = exec.LookPath("busybox"); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,12 @@
 //	  -modules ip_vs_rr,ip_vs_wrr,ip_vs_lc,ip_vs_wlc,ip_vs_sh,ip_vs_mh,ipip,veth,bridge \
 //	  -tools ipvsadm,ip /tmp/l4.test -test.v -test.run TestVMDelivery
 //
+// TestVMFulcrumBinary also needs the fulcrum binary (static) in the guest:
+//
+//	CGO_ENABLED=0 go build -o /tmp/fulcrum ./cmd/fulcrum
+//	go run ./test/vm/vmrun -files /usr/bin/fulcrum=/tmp/fulcrum -modules … -tools ipvsadm,ip \
+//	  /tmp/l4.test -test.v -test.run TestVMFulcrumBinary
+//
 // In the shell, FULCRUM_IN_VM=1 is set; `poweroff -f` (or exit) ends the VM.
 package main
 
@@ -24,6 +30,7 @@ import (
 func main() {
 	modules := flag.String("modules", "", "kernel modules to load, comma-separated (dependencies are added)")
 	tools := flag.String("tools", "", "host commands to copy into the guest with their libraries, comma-separated")
+	files := flag.String("files", "", "more programs to copy, GUEST=HOST pairs, comma-separated (e.g. /usr/bin/fulcrum=/tmp/fulcrum)")
 	shell := flag.Bool("shell", false, "start a shell on the console after the program")
 	accel := flag.String("accel", "", "kvm, tcg or auto (default: $FULCRUM_VM_ACCEL, else auto)")
 	flag.Usage = func() {
@@ -42,6 +49,17 @@ func main() {
 			Console:     func(line string) { fmt.Println(line) },
 			Logf:        func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
 		},
+	}
+	for _, f := range split(*files) {
+		guest, host, ok := strings.Cut(f, "=")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "vmrun: -files %q: want GUEST=HOST\n", f)
+			os.Exit(2)
+		}
+		if cfg.Files == nil {
+			cfg.Files = map[string]string{}
+		}
+		cfg.Files[guest] = host
 	}
 	if flag.NArg() > 0 {
 		cfg.Program, cfg.Args = flag.Arg(0), flag.Args()[1:]
