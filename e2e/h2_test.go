@@ -95,19 +95,11 @@ func TestHTTP2(t *testing.T) {
 // h2specInstall is how to get h2spec, for the skip message and CI.
 const h2specInstall = "go install github.com/summerwind/h2spec/cmd/h2spec@latest"
 
-// h2specKnown are the h2spec cases that fail because of golang.org/x/net's
-// HTTP/2 server (also net/http's), which handles them before any request
-// reaches Fulcrum; each with why. Any other failure fails the test, and so
-// does a known one that passes (an upgrade fixed it: take it off the list).
-var h2specKnown = map[string]string{
-	"http2/6.5.3/1": "x/net takes a SETTINGS frame that lists a setting twice for a connection error " +
-		"(PROTOCOL_ERROR) and closes the connection (serverConn.processSettings: HasDuplicates), where " +
-		"RFC 9113 §6.5.3 has the values processed in order",
-	"http2/8.1.2.2/1": "x/net answers a request with a connection-specific field (Connection, Keep-Alive, ...) " +
-		"with its own 400 and ends the stream cleanly, where RFC 9113 §8.2.2 wants a stream error " +
-		"(RST_STREAM PROTOCOL_ERROR); the request never reaches Fulcrum's handler",
-	"http2/8.1.2.2/2": "the same for a TE field other than \"trailers\" (x/net's checkValidHTTP2RequestHeaders)",
-}
+// h2specKnown are h2spec cases known to fail, each with why. None is left:
+// proxy/h2guard.go puts right the three that golang.org/x/net's server
+// failed (6.5.3/1, 8.1.2.2/1 and /2). Any failure fails the test, and so
+// does a known one that passes (take it off the list).
+var h2specKnown = map[string]string{}
 
 // TestH2Spec runs the h2spec conformance suite against fulcrum over TLS.
 func TestH2Spec(t *testing.T) {

@@ -72,7 +72,7 @@ func (s *Service) serveH2(tc *tls.Conn, vs *config.VirtualService) {
 		return
 	}
 	defer s.untrack(h)
-	srv.ServeConn(tc, &http2.ServeConnOpts{BaseConfig: h.base, Handler: h})
+	srv.ServeConn(newH2Guard(tc), &http2.ServeConnOpts{BaseConfig: h.base, Handler: h})
 	h.end()
 }
 
