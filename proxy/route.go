@@ -328,7 +328,7 @@ func (cc *clientConn) route() (done, keep bool) {
 	}
 	r := t.match(routeHost(host), cc.req.method, path, cc)
 	if r == nil {
-		if len(s.reals.Load().list) == 0 {
+		if !s.servesUnrouted() {
 			return true, cc.fail(404, "no route matched", nil)
 		}
 		cc.pool = s
@@ -414,7 +414,7 @@ func (x *h2exchange) route() (done bool) {
 	path, query, _ := strings.Cut(requestTarget(x.r), "?")
 	r := t.match(routeHost([]byte(x.r.Host)), []byte(x.r.Method), []byte(path), x)
 	if r == nil {
-		if len(s.reals.Load().list) == 0 {
+		if !s.servesUnrouted() {
 			x.fail(404, "no route matched", nil)
 			return true
 		}
@@ -471,4 +471,11 @@ func requestTarget(r *http.Request) string {
 		target += "?" + r.URL.RawQuery
 	}
 	return target
+}
+
+// servesUnrouted reports whether the service has a default pool for the
+// requests no route matched: real servers of its own, or a fallback that
+// answers while it has none.
+func (s *Service) servesUnrouted() bool {
+	return len(s.reals.Load().list) > 0 || s.fallback.Load() != nil
 }

@@ -619,6 +619,22 @@ func TestRoutingNoDefault(t *testing.T) {
 	}
 }
 
+// TestRoutingFallbackDefault: a service with routes, no real servers and
+// a fallback sends the requests no route matched to the fallback.
+func TestRoutingFallbackDefault(t *testing.T) {
+	sorry := echoBackend(t, "sorry")
+	e := startRouted(t, false, func(site, _, _ *config.VirtualService) {
+		site.RealServers, site.Fallback = nil, sorry
+	})
+	c := e.client(t)
+	if resp, body := e.do(t, c, "GET", "/nothing", ""); resp.StatusCode != 200 || !strings.HasPrefix(body, "sorry /nothing") {
+		t.Errorf("unrouted request: %d %q, want the fallback's answer", resp.StatusCode, body)
+	}
+	if resp, body := e.do(t, c, "GET", "/static/x", ""); resp.StatusCode != 200 || !strings.HasPrefix(body, "static /x") {
+		t.Errorf("routed request: %d %q", resp.StatusCode, body)
+	}
+}
+
 // TestHeaderRulesRouted: request and response rules of the listening
 // service, then of the pool, both ways, on both front ends.
 func TestHeaderRulesRouted(t *testing.T) {
