@@ -42,7 +42,11 @@ const (
 
 // e2eConfig is the configuration fulcrum runs: a dr service (wrr, weights 2
 // and 3) and a nat service with port translation (rr), tcp checks every
-// 100 ms that take a server down at the first failure.
+// 100 ms that take a server down at the first failure; and a udp nat
+// service on the nat service's VIP:port (rr) without health check: Fulcrum
+// has no UDP probe (a datagram left unanswered proves nothing in general),
+// so a udp service checks none, or a TCP port of its servers with
+// health_check.port.
 func e2eConfig(t *testing.T) string {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte(e2ePassword), bcrypt.MinCost)
@@ -98,7 +102,32 @@ scheduler = "rr"
   [[virtual_service.real_server]]
   name = "rs2"
   address = "192.0.2.12:%d"
-`, e2eAdmin, e2eUser, hash, drVIP, e2ePort, check, e2ePort, e2ePort, natVIP, e2eNATPort, check, e2ePort, e2ePort)
+
+[[virtual_service]]
+name = "e2e-udp"
+listen = "%s:%d"
+mode = "nat"
+protocol = "udp"
+scheduler = "rr"
+  [virtual_service.health_check]
+  type = "none"
+
+  [[virtual_service.real_server]]
+  name = "rs1"
+  address = "192.0.2.11:%d"
+
+  [[virtual_service.real_server]]
+  name = "rs2"
+  address = "192.0.2.12:%d"
+`, e2eAdmin, e2eUser, hash, drVIP, e2ePort, check, e2ePort, e2ePort, natVIP, e2eNATPort, check, e2ePort, e2ePort,
+		natVIP, e2eNATPort, e2ePort, e2ePort)
+}
+
+// e2eUDPIPVS is what ipvsadm -Ln shows for e2eConfig's udp service.
+func e2eUDPIPVS() map[string][]string {
+	key := fmt.Sprintf("UDP %s:%d", natVIP, e2eNATPort)
+	return map[string][]string{key: {key + " rr",
+		fmt.Sprintf("-> 192.0.2.11:%d Masq 1", e2ePort), fmt.Sprintf("-> 192.0.2.12:%d Masq 1", e2ePort)}}
 }
 
 // e2eIPVS is what ipvsadm -Ln shows for e2eConfig with rs2 of each service
@@ -125,6 +154,15 @@ func TestVMFulcrumBinary(t *testing.T) {
 		rs[name] = &stoppable{netns: name, addr: fmt.Sprintf("192.0.2.1%d:%d", i+1, e2ePort)}
 		rs[name].start(t)
 		t.Cleanup(rs[name].stop)
+		pcs, err := udpEcho(name, rs[name].addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			for _, pc := range pcs {
+				pc.Close()
+			}
+		})
 	}
 	cfg := filepath.Join(t.TempDir(), "fulcrum.toml")
 	if err := os.WriteFile(cfg, []byte(e2eConfig(t)), 0o644); err != nil {
@@ -135,12 +173,14 @@ func TestVMFulcrumBinary(t *testing.T) {
 		// for the other tests.
 		exec.Command("ipvsadm", "-D", "-t", fmt.Sprintf("%s:%d", drVIP, e2ePort)).Run()
 		exec.Command("ipvsadm", "-D", "-t", fmt.Sprintf("%s:%d", natVIP, e2eNATPort)).Run()
+		exec.Command("ipvsadm", "-D", "-u", fmt.Sprintf("%s:%d", natVIP, e2eNATPort)).Run()
 	})
 	f := startFulcrumBin(t, cfg)
 	api := &adminClient{t: t, base: "http://" + e2eAdmin}
 
 	// The services and destinations as configured.
 	waitIPVS(t, "the services as configured", e2eIPVS(3, 1))
+	waitIPVS(t, "the udp service as configured", e2eUDPIPVS())
 	api.waitUp(t, "e2e-dr", "e2e-nat")
 	api.waitStatus(t, "modes dr and nat", func(st statusAnswer) bool {
 		modes := map[string]string{}
@@ -172,6 +212,24 @@ func TestVMFulcrumBinary(t *testing.T) {
 	}
 	if got := spread(drVIPPort, 5, "192.0.2.2"); got["rs1"] != 2 || got["rs2"] != 3 {
 		t.Errorf("dr wrr 2:3 over 5 connections: %v, want rs1 2, rs2 3", got)
+	}
+	// The udp service, on the same VIP:port as the nat one: two flows
+	// (source ports) reach both real servers, which see the client's
+	// address, and their answers come back through the director from the
+	// VIP (udpFlow takes no other).
+	udpSeen := map[string]int{}
+	udpFlows := map[*udpFlow]string{} // the real server of each
+	for range 2 {
+		f := dialUDP(t, natVIPPort)
+		server, seen := f.ask(t)
+		if seen != "198.51.100.2" {
+			t.Errorf("%s via udp %s saw the client as %s, want 198.51.100.2", server, natVIPPort, seen)
+		}
+		udpSeen[server]++
+		udpFlows[f] = server
+	}
+	if udpSeen["rs1"] != 1 || udpSeen["rs2"] != 1 {
+		t.Errorf("udp rr over 2 flows: %v, want 1 each", udpSeen)
 	}
 
 	// rs2's listener stops: its check fails, IPVS gives it weight 0 (its
@@ -234,6 +292,11 @@ func TestVMFulcrumBinary(t *testing.T) {
 	}
 	natConn.echo(t)
 	drConn.echo(t)
+	for f, server := range udpFlows {
+		if got, _ := f.ask(t); got != server {
+			t.Errorf("a udp flow on %s went to %s after the restart", server, got)
+		}
+	}
 	// A service or real server deleted and created again, between two of
 	// the sampler's runs, would have lost its established connections
 	// (the kernel's own count, not the 2 s estimator's).

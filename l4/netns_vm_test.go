@@ -19,7 +19,7 @@ import (
 // Real traffic through IPVS inside the VM. The VM's own network namespace
 // is the director; network namespaces made here are the client and two
 // real servers, each real server running an echo server that first says its
-// name and the client address it sees:
+// name and the client address it sees (and a UDP one: udp_vm_test.go):
 //
 //	client ns                    director (VM's ns)                 rs1, rs2 ns
 //	c0 198.51.100.2/24 ──veth── dc0 198.51.100.1/24
@@ -120,7 +120,7 @@ func buildLab() error {
 			return fmt.Errorf("%s: %v\n%s", c, err, out)
 		}
 	}
-	for _, rs := range []string{"rs1", "rs2"} {
+	for i, rs := range []string{"rs1", "rs2"} {
 		var ln net.Listener
 		err := inNetns(rs, func() (err error) {
 			ln, err = net.Listen("tcp", fmt.Sprintf(":%d", rsPort))
@@ -130,6 +130,15 @@ func buildLab() error {
 			return fmt.Errorf("echo server in %s: %w", rs, err)
 		}
 		go echoServer(ln, rs)
+		// UDP (udp_vm_test.go): the real server's address for nat, the
+		// VIPs for dr and tun.
+		var addrs []string
+		for _, ip := range []string{fmt.Sprintf("192.0.2.1%d", i+1), drVIP, tunVIP} {
+			addrs = append(addrs, fmt.Sprintf("%s:%d", ip, rsPort))
+		}
+		if _, err := udpEcho(rs, addrs...); err != nil {
+			return err
+		}
 	}
 	return nil
 }
