@@ -102,12 +102,16 @@ func TestFallback(t *testing.T) {
 	}
 	expect("the real server ready", "a", false)
 
-	var fromFallback []logEntry
-	for _, e := range f.accessLogs() {
-		if e.str("real_server") == "fallback" {
-			fromFallback = append(fromFallback, e)
+	fallbackLines := func() (lines []logEntry) {
+		for _, e := range f.accessLogs() {
+			if e.str("real_server") == "fallback" {
+				lines = append(lines, e)
+			}
 		}
+		return lines
 	}
+	waitFor(t, 5*time.Second, "the fallback's access-log lines", func() bool { return len(fallbackLines()) >= 2 })
+	fromFallback := fallbackLines()
 	if len(fromFallback) != 2 || fromFallback[0].num("status") != 200 || fromFallback[0].str("target") != "/page?q=1" {
 		t.Errorf("access-log lines naming the fallback: %v, want 2 with status 200", fromFallback)
 	}

@@ -239,10 +239,14 @@ func TestRouteAllowDeny(t *testing.T) {
 			t.Errorf("%s: body %q", tt.name, body)
 		}
 	}
-	denied := f.logsWhere(func(e logEntry) bool { return e.num("status") == 403 })
-	if len(denied) != 4 || denied[0].str("client") != "192.0.2.9" || denied[0].str("error") != "client address not allowed" ||
-		denied[0].str("pool") != "-" {
-		t.Errorf("403 log lines: %v", denied)
+	// A line is written once its answer has gone: wait for the last.
+	is403 := func(e logEntry) bool { return e.num("status") == 403 }
+	waitFor(t, 5*time.Second, "four 403 log lines", func() bool { return len(f.logsWhere(is403)) == 4 })
+	viaProxy := f.waitLog(time.Second, "the trusted proxy's client's 403", func(e logEntry) bool {
+		return is403(e) && e.str("client") == "192.0.2.9"
+	})
+	if viaProxy.str("error") != "client address not allowed" || viaProxy.str("pool") != "-" {
+		t.Errorf("403 log line: %v", viaProxy)
 	}
 }
 
@@ -315,6 +319,7 @@ func TestRouteReload(t *testing.T) {
 	if status, body := curlStatus(t, url); status != 200 || !strings.HasPrefix(body, "shop /shop/cart\n") {
 		t.Errorf("after the reload: %d %q", status, body)
 	}
+	waitFor(t, 5*time.Second, "the access-log line after the reload", func() bool { return len(f.accessLogs()) >= 2 })
 	if l := f.accessLogs()[1]; l.str("route") != "shop" || l.str("pool") != "shop" {
 		t.Errorf("access log after the reload: %v", l)
 	}
