@@ -300,6 +300,7 @@ func (cc *clientConn) gzipFields(w *writer) {
 func (cc *clientConn) copyGzip(f *flow, chunked bool) error {
 	g := gzipFlows.Get().(*gzipFlow)
 	g.flow, g.chunked, g.out, g.nout, g.dirty = *f, cc.req.minor >= 1, getBuf(), 0, false
+	g.flow.hold = g.holdFn
 	g.zw.Reset(g)
 	var err error
 	if chunked {
@@ -308,6 +309,7 @@ func (cc *clientConn) copyGzip(f *flow, chunked bool) error {
 		err = g.copySized(cc.resp.contentLength)
 	}
 	*f = g.flow
+	f.hold = nil
 	putBuf(g.out)
 	g.flow, g.out = flow{}, nil // not to keep the connections alive
 	gzipFlows.Put(g)
@@ -324,13 +326,15 @@ type gzipFlow struct {
 	chunked bool           // the client gets chunks; else the body ends at the connection's close
 	out     *[bufSize]byte // compressed bytes not yet sent on
 	nout    int
-	dirty   bool // bytes went into zw since it was last flushed
+	dirty   bool         // bytes went into zw since it was last flushed
+	holdFn  func() error // flushHeld, bound once: the flow's hold
 }
 
 // gzipFlows holds gzipFlows between responses, each with its gzip writer.
 var gzipFlows = sync.Pool{New: func() any {
 	g := new(gzipFlow)
 	g.zw, _ = gzip.NewWriterLevel(g, gzip.BestSpeed)
+	g.holdFn = g.flushHeld
 	return g
 }}
 
@@ -387,22 +391,17 @@ func (g *gzipFlow) data(b []byte) error {
 	return nil
 }
 
-// fill reads more of the body, after sending the client what it has so
-// far: the real server may be slow, or streaming.
-func (g *gzipFlow) fill() error {
-	if g.dirty {
-		g.dirty = false
-		if err := g.zw.Flush(); err != nil {
-			return err
-		}
-		if err := g.emit(); err != nil {
-			return err
-		}
-		if err := g.flow.flush(); err != nil {
-			return err
-		}
+// flushHeld sends the client what the compressor holds, before the flow
+// waits for more of the body: the real server may be slow, or streaming.
+func (g *gzipFlow) flushHeld() error {
+	if !g.dirty {
+		return nil
 	}
-	return g.flow.fill()
+	g.dirty = false
+	if err := g.zw.Flush(); err != nil {
+		return err
+	}
+	return g.emit()
 }
 
 // copySized compresses a body of n bytes, or of all until the real server
@@ -462,27 +461,6 @@ func (g *gzipFlow) end() error {
 		return g.write(lastChunk)
 	}
 	return nil
-}
-
-// line is flow.line reading through g.fill.
-func (g *gzipFlow) line(max int) ([]byte, error) {
-	for {
-		b := g.src.buffered()
-		for i, c := range b {
-			if c == '\n' {
-				if i+1 > max {
-					return nil, errBadChunk
-				}
-				return b[:i+1], nil
-			}
-		}
-		if len(b) >= max {
-			return nil, errBadChunk
-		}
-		if err := g.fill(); err != nil {
-			return nil, unexpectedEOF(err)
-		}
-	}
 }
 
 // copyChunked compresses a chunked body's data (RFC 9112 §7.1); its

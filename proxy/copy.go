@@ -39,6 +39,9 @@ type flow struct {
 	// srcErr tells a failure to read from failures to write, so the caller
 	// knows which side failed.
 	srcErr bool
+	// hold, if set, pushes bytes held outside dst (a compressor's) into
+	// it; fill calls it before a wait, as it flushes dst.
+	hold func() error
 }
 
 // clock returns the time to count deadlines from. A fill or a flush that
@@ -55,7 +58,7 @@ func (f *flow) clock() time.Time {
 func (f *flow) fill() error {
 	// Armed first: a lapsed deadline fails even a read that does not wait.
 	f.src.extendDeadline(f.clock(), f.readTimeout)
-	if f.dst.n > 0 {
+	if f.dst.n > 0 || f.hold != nil {
 		// Bytes wait for the destination: they go out before a wait for
 		// more, so that a stream (server-sent events, a slow upload) is
 		// not held back until a buffer fills. What has arrived already is
@@ -67,6 +70,11 @@ func (f *flow) fill() error {
 		}
 		if got {
 			return nil
+		}
+		if f.hold != nil {
+			if err := f.hold(); err != nil {
+				return err
+			}
 		}
 		if err := f.flush(); err != nil {
 			return err

@@ -54,22 +54,16 @@ func (c *CPIOWriter) Dir(name string, perm fs.FileMode) error {
 
 // File writes a regular file with the given contents.
 func (c *CPIOWriter) File(name string, perm fs.FileMode, data []byte) error {
-	name, err := c.clean(name)
-	if err != nil {
-		return err
-	}
-	if c.seen[name] {
-		return fmt.Errorf("cpio: %s: written twice", name)
-	}
-	if err := c.parents(name); err != nil {
-		return err
-	}
-	c.seen[name] = true
-	return c.entry(name, cpioRegular|uint32(perm.Perm()), 1, data)
+	return c.leaf(name, cpioRegular|uint32(perm.Perm()), data)
 }
 
 // Symlink writes a symbolic link name → target.
 func (c *CPIOWriter) Symlink(name, target string) error {
+	return c.leaf(name, cpioSymlink|0o777, []byte(target))
+}
+
+// leaf writes a file or a link, once, after its missing parents.
+func (c *CPIOWriter) leaf(name string, mode uint32, data []byte) error {
 	name, err := c.clean(name)
 	if err != nil {
 		return err
@@ -81,7 +75,7 @@ func (c *CPIOWriter) Symlink(name, target string) error {
 		return err
 	}
 	c.seen[name] = true
-	return c.entry(name, cpioSymlink|0o777, 1, []byte(target))
+	return c.entry(name, mode, 1, data)
 }
 
 // Has reports whether name was written.
