@@ -6,6 +6,7 @@ package config
 import (
 	"net/netip"
 	"regexp"
+	"runtime"
 	"strconv"
 	"time"
 )
@@ -68,7 +69,18 @@ type Global struct {
 	// Grace is how long a stopping process lets in-flight requests finish.
 	// If absent, 30s; zero stops at once.
 	Grace time.Duration `toml:"grace"`
+	// EventLoops is how many event loops serve plain (not TLS) HTTP/1.1
+	// clients; 0 serves each client connection with its own goroutine.
+	// If absent, half the CPUs, at least 1 (DefaultEventLoops).
+	EventLoops int `toml:"event_loops"`
 }
+
+// DefaultEventLoops is Global.EventLoops when absent: half the CPUs Go may
+// use, at least one. A loop keeps one CPU busy when loaded; the others are
+// left to the kernel's network processing (most of a proxy's CPU time) and
+// to the goroutines of TLS, HTTP/2, health checks and the rest, as HAProxy
+// deployments keep cores for interrupts.
+func DefaultEventLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // Modes of a virtual service.
 const (
@@ -609,6 +621,9 @@ const (
 	// only holds a connection slot for a client that sends nothing.
 	MinInspectDelay = 100 * time.Millisecond
 	MaxInspectDelay = 60 * time.Second
+	// MaxEventLoops bounds Global.EventLoops: more loops than CPUs only
+	// take turns on them.
+	MaxEventLoops = 1024
 )
 
 func (g *Global) setDefaults() {
@@ -616,6 +631,7 @@ func (g *Global) setDefaults() {
 	g.LogFormat = DefaultLogFormat
 	g.AccessLog = true
 	g.Grace = DefaultGrace
+	g.EventLoops = DefaultEventLoops()
 }
 
 func (v *VirtualService) setDefaults() {

@@ -30,10 +30,11 @@ address = "10.0.0.1:80"
 `,
 			check: func(t *testing.T, c *Config) {
 				want := &Config{
-					File:   "lb.toml",
-					Global: Global{LogLevel: "info", LogFormat: "console", AccessLog: true, Grace: 30 * time.Second},
-					Admin:  Admin{MetricsAuth: true},
-					HA:     HA{Priority: 100, AdvertInterval: time.Second, Preempt: true, TrackWeight: 50},
+					File: "lb.toml",
+					Global: Global{LogLevel: "info", LogFormat: "console", AccessLog: true, Grace: 30 * time.Second,
+						EventLoops: DefaultEventLoops()},
+					Admin: Admin{MetricsAuth: true},
+					HA:    HA{Priority: 100, AdvertInterval: time.Second, Preempt: true, TrackWeight: 50},
 					VirtualServices: []*VirtualService{{
 						Name:         "web",
 						Listen:       []string{"127.0.0.1:80"},

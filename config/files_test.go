@@ -114,10 +114,11 @@ func TestGoodFull(t *testing.T) {
 	want := &Config{
 		File: "testdata/good-full.toml",
 		Global: Global{
-			LogLevel:  "debug",
-			LogFormat: "json",
-			AccessLog: false,
-			Grace:     10 * time.Second,
+			LogLevel:   "debug",
+			LogFormat:  "json",
+			AccessLog:  false,
+			Grace:      10 * time.Second,
+			EventLoops: 2,
 		},
 		Admin: Admin{
 			Listen:      "127.0.0.1:9080",

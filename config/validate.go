@@ -75,6 +75,7 @@ func (v *validator) global(p path, g *Global) {
 	v.oneOf(p.with("log_level"), g.LogLevel, logLevels)
 	v.oneOf(p.with("log_format"), g.LogFormat, logFormats)
 	v.notNegative(p.with("grace"), g.Grace)
+	v.between(p.with("event_loops"), g.EventLoops, 0, MaxEventLoops)
 }
 
 // virtualService checks one service; listens holds the listen addresses of

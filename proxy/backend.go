@@ -40,6 +40,11 @@ type backendConn struct {
 	// private: made for one client (send_proxy, transparent); it goes
 	// back to that client's connection, never to the pool.
 	private bool
+	// The event loop whose epoll set holds the connection (loop.go), and
+	// its slot there; lp is nil when none does.
+	lp    *evloop
+	lslot int32
+	lgen  uint32
 }
 
 // get returns a pooled connection, or nil when the pool has no live one.
@@ -198,6 +203,10 @@ func (bc *backendConn) alive() bool {
 }
 
 func (bc *backendConn) close() {
+	if l := bc.lp; l != nil { // the loop frees its slot (closing took it out of its set)
+		bc.lp = nil
+		l.send(loopMsg{kind: loopFree, slot: bc.lslot, gen: bc.lgen})
+	}
 	bc.conn.Close()
 	bc.in.r, bc.in.w = 0, 0
 	bc.in.release()

@@ -192,6 +192,21 @@ func (b *reader) tryFill() (bool, error) {
 	return b.w > w, err
 }
 
+// fillNow reads what has arrived into the buffer without waiting. It
+// returns how many bytes came and whether the socket may hold more (the
+// read filled all the room it had); err is io.EOF when the peer closed.
+func (b *reader) fillNow() (n int, more bool, err error) {
+	if !b.makeRoom() {
+		return 0, false, errFull
+	}
+	room, w := bufSize-b.w, b.w
+	b.noWait = true
+	err = b.rawRead()
+	b.noWait = false
+	n = b.w - w
+	return n, n == room, err
+}
+
 // release gives the buffer back to the pool if it holds no unread bytes.
 func (b *reader) release() {
 	if b.buf != nil && b.r == b.w {
@@ -223,6 +238,14 @@ type writer struct {
 	rawFn  func(fd uintptr) bool // writeFD, bound once
 	rawP   []byte                // what writeFD has left to write
 	rawErr error
+
+	// For an event loop's connection (loop.go): with noWait, a write the
+	// socket cannot take whole leaves the rest in spill instead of
+	// waiting, and later writes queue behind it; the loop sends spill
+	// when the socket is writable again (sendSpill), a goroutine taking
+	// the connection over sends it first (flushSpill).
+	noWait bool
+	spill  []byte
 }
 
 // reset points the writer at a connection; raw is its descriptor (from the
@@ -237,19 +260,50 @@ func (w *writer) reset(c net.Conn, raw syscall.RawConn) {
 	}
 }
 
-// write writes p whole to the connection.
+// write writes p whole to the connection (with noWait, to the connection
+// and spill).
 func (w *writer) write(p []byte) error {
+	if len(w.spill) > 0 {
+		w.spill = append(w.spill, p...)
+		return nil
+	}
 	if w.raw == nil {
 		_, err := w.conn.Write(p)
 		return err
 	}
 	w.rawP, w.rawErr = p, nil
 	err := w.raw.Write(w.rawFn)
+	if err == nil && w.rawErr == nil && len(w.rawP) > 0 { // noWait: the socket is full
+		w.spill = append(w.spill[:0], w.rawP...)
+	}
 	w.rawP = nil
 	if err != nil {
 		return err
 	}
 	return w.rawErr
+}
+
+// sendSpill writes what it can of spill without waiting and reports
+// whether all of it went.
+func (w *writer) sendSpill() (bool, error) {
+	p := w.spill
+	w.spill = nil
+	if err := w.write(p); err != nil {
+		return false, err
+	}
+	return len(w.spill) == 0, nil
+}
+
+// flushSpill writes spill whole, waiting as needed: a goroutine takes the
+// connection over from an event loop.
+func (w *writer) flushSpill() error {
+	w.noWait = false
+	p := w.spill
+	w.spill = nil
+	if len(p) == 0 {
+		return nil
+	}
+	return w.write(p)
 }
 
 // writeFD is the RawConn.Write callback: a raw write(2), for the reason
@@ -262,7 +316,7 @@ func (w *writer) writeFD(fd uintptr) bool {
 			w.rawP = w.rawP[n:]
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false // socket buffer full: wait until writable
+			return w.noWait // socket buffer full: wait until writable, unless the event loop does
 		default:
 			w.rawErr = errno
 			return true

@@ -128,7 +128,7 @@ func (x *h2exchange) serve() {
 		return
 	}
 	x.out = x.outgoing()
-	status, reason, err := x.pool.dispatch(x, &x.choice, &x.tried, &x.record, x.poolCfg.Retries, x.attempt)
+	status, reason, err := x.pool.dispatch(x, &x.choice, &x.tried, &x.record, x.poolCfg.Retries, nil, x.attempt)
 	if status != 0 {
 		x.fail(status, reason, err)
 	}

@@ -101,13 +101,21 @@ type clientConn struct {
 	rt                    *route
 	poolCfg               *config.VirtualService
 	frontRules, poolRules *serviceRules
+
+	lc    loopConn      // the event loop's state, when one serves the connection (loop.go)
+	slots chan struct{} // the service's max_conns slot the connection holds, while a loop serves it
 }
 
 func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
-	defer s.wg.Done()
-	defer release(slots)
 	s.active.Add(1)
-	defer s.active.Add(-1)
+	adopted := false // by an event loop, which ends the connection (finish)
+	defer func() {
+		if !adopted {
+			release(slots)
+			s.active.Add(-1)
+			s.wg.Done()
+		}
+	}()
 	vs := s.config()
 	if vs.AcceptProxy { // the PROXY header comes first, before TLS
 		if c = s.acceptProxy(c, vs); c == nil {
@@ -136,14 +144,35 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 	}
 	cc.in.init(c)
 	cc.out.reset(c, cc.in.raw)
+	if tc == nil && cc.in.raw != nil {
+		cc.lc.loop = pickLoop() // before track: shutdown reads it
+	}
 	if !s.track(cc) {
 		c.Close()
+		return
+	}
+	if l := cc.lc.loop; l != nil {
+		// The loop owns the connection from here, and ends it with
+		// cc.finish (loop.go); the max_conns slot goes with it.
+		cc.slots, adopted = slots, true
+		l.adopt(cc)
 		return
 	}
 	defer s.untrack(cc)
 	defer cc.close()
 	for cc.awaitRequest() && cc.exchange() {
 	}
+}
+
+// finish ends a connection an event loop served, as serveHTTP's deferred
+// calls end one its goroutine served.
+func (cc *clientConn) finish() {
+	s := cc.svc
+	s.untrack(cc)
+	cc.close()
+	release(cc.slots)
+	s.active.Add(-1)
+	s.wg.Done()
 }
 
 // frontConn is a client connection of an HTTP front end (HTTP/1.1:
@@ -212,6 +241,10 @@ func lingerClose(c net.Conn) {
 }
 
 func (cc *clientConn) forceClose() {
+	if l := cc.lc.loop; l != nil {
+		l.post(cc, loopForce)
+		return
+	}
 	cc.conn.Close()
 	if bc := cc.backend.Load(); bc != nil {
 		bc.conn.Close()
@@ -221,6 +254,10 @@ func (cc *clientConn) forceClose() {
 // stop closes the connection if it waits for a request; an exchange in
 // flight finishes, then the connection ends (exchange checks isStopping).
 func (cc *clientConn) stop() {
+	if l := cc.lc.loop; l != nil {
+		l.post(cc, loopStop)
+		return
+	}
 	if cc.state.CompareAndSwap(stateIdle, stateClosed) {
 		cc.conn.Close()
 	}
@@ -228,6 +265,10 @@ func (cc *clientConn) stop() {
 
 func (cc *clientConn) cut(rs *realServer) {
 	if bc := cc.backend.Load(); bc != nil && bc.rs == rs {
+		if l := cc.lc.loop; l != nil {
+			l.post(cc, loopCut)
+			return
+		}
 		bc.conn.Close()
 	}
 }
@@ -263,12 +304,7 @@ func (cc *clientConn) awaitRequest() bool {
 // exchange serves one request and reports whether the connection may serve
 // another.
 func (cc *clientConn) exchange() bool {
-	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
-	cc.choice = choice{}
-	cc.tried = balancer.Tried{}
-	cc.gz = gzipPlan{}
-	cc.record = record{start: time.Now(), proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
-	cc.client, cc.clientIP, cc.peerTrusted = cc.peer, cc.peerIP, false
+	cc.startExchange()
 	keep := cc.serveRequest()
 	s := cc.svc
 	s.logExchange(&cc.record, cc.clientIP)
@@ -277,9 +313,21 @@ func (cc *clientConn) exchange() bool {
 }
 
 func (cc *clientConn) serveRequest() bool {
+	if done, keep := cc.prepare(); done {
+		return keep
+	}
+	return cc.proxyRequest(nil)
+}
+
+// prepare reads and checks the request head and runs the service's rules
+// on it (allow/deny, rate limit, routes). done reports that the request was
+// answered here (keep: the connection may serve another); else it goes to
+// a real server. On an event loop the head is in the buffer already and
+// answers do not wait (writer.noWait).
+func (cc *clientConn) prepare() (done, keep bool) {
 	n, err := cc.readHead()
 	if err != nil {
-		return cc.headError(err)
+		return true, cc.headError(err)
 	}
 	req := &cc.req
 	if err := req.parse(cc.in.buffered()[:n]); err != nil {
@@ -287,11 +335,11 @@ func (cc *clientConn) serveRequest() bool {
 		cc.logTarget = append(cc.logTarget, req.target...)
 		switch err {
 		case errTooMany:
-			return cc.fail(431, err.Error(), nil)
+			return true, cc.fail(431, err.Error(), nil)
 		case errBadEncoding:
-			return cc.fail(501, err.Error(), nil)
+			return true, cc.fail(501, err.Error(), nil)
 		}
-		return cc.fail(400, err.Error(), nil)
+		return true, cc.fail(400, err.Error(), nil)
 	}
 	cc.headLen = n
 	cc.logMethod = append(cc.logMethod, req.method...)
@@ -305,15 +353,12 @@ func (cc *clientConn) serveRequest() bool {
 	cc.bodyDone = !req.chunked && req.contentLength <= 0
 	cc.resolveClient()
 	if !admits(cc.cfg, cc.client) { // allow, deny
-		return cc.fail(403, "client address not allowed", nil)
+		return true, cc.fail(403, "client address not allowed", nil)
 	}
 	if retry := cc.svc.admit(cc.client, cc.start); retry > 0 {
-		return cc.tooMany(retry)
+		return true, cc.tooMany(retry)
 	}
-	if done, keep := cc.route(); done { // a redirect, or no route for a service without real servers
-		return keep
-	}
-	return cc.proxyRequest()
+	return cc.route() // a redirect, or no route for a service without real servers
 }
 
 // readHead reads until the buffer holds a whole request head and returns its
@@ -358,11 +403,23 @@ func (cc *clientConn) headError(err error) bool {
 
 // proxyRequest forwards the request through the shared pipeline
 // (dispatch): persistence and the scheduler pick the real server, a failed
-// connect tries another.
-func (cc *clientConn) proxyRequest() bool {
+// connect tries another. first is an event loop's attempt to go on with
+// (resumed), or nil.
+func (cc *clientConn) proxyRequest(first *resumed) bool {
 	var keep bool
-	status, reason, err := cc.pool.dispatch(cc, &cc.choice, &cc.tried, &cc.record, cc.poolCfg.Retries, func(rs *realServer) error {
-		k, connErr := cc.attempt(rs)
+	var rs0 *realServer
+	if first != nil {
+		rs0 = first.rs
+	}
+	status, reason, err := cc.pool.dispatch(cc, &cc.choice, &cc.tried, &cc.record, cc.poolCfg.Retries, rs0, func(rs *realServer) error {
+		var k bool
+		var connErr error
+		if first != nil {
+			k, connErr = cc.resume(first)
+			first = nil
+		} else {
+			k, connErr = cc.attempt(rs)
+		}
 		keep = k
 		return connErr
 	})
@@ -380,18 +437,56 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 	defer cc.backend.Store(nil)
 	// A request with a body cannot be sent again, so a pooled connection
 	// for it is always checked first.
-	private := rs.private()
 	var bc *backendConn
-	if private {
+	if rs.private() {
 		bc = cc.takeOwn(rs, !cc.bodyDone)
 	} else {
 		bc = rs.get(!cc.bodyDone)
 	}
+	return cc.attemptWith(rs, bc)
+}
+
+// resumed is an attempt an event loop began on rs and hands over to a
+// goroutine (loop.go): the loop acquired rs and may have taken bc and sent
+// the request head (perhaps in part: toSrv.spill holds the rest).
+type resumed struct {
+	rs   *realServer
+	bc   *backendConn // nil when the loop found no idle connection
+	sent bool
+}
+
+// resume goes on with an attempt an event loop began, as attempt would.
+func (cc *clientConn) resume(r *resumed) (keep bool, connErr error) {
+	if r.bc == nil {
+		return cc.attempt(r.rs)
+	}
+	defer cc.pool.Pool.Release(r.rs.Server)
+	defer cc.backend.Store(nil)
+	bc := r.bc
+	var replay bool
+	switch {
+	case !r.sent:
+		keep, replay = cc.forward(bc, true)
+	case cc.toSrv.flushSpill() != nil:
+		bc.close()
+		replay = true // a pooled connection; nothing of the request can have been read
+	default:
+		keep, replay = cc.relayResponse(bc, true)
+	}
+	if !replay {
+		return keep, nil
+	}
+	return cc.attemptWith(r.rs, nil)
+}
+
+// attemptWith is attempt from the connection taken: bc, pooled, or nil to
+// dial one.
+func (cc *clientConn) attemptWith(rs *realServer, bc *backendConn) (keep bool, connErr error) {
 	for {
 		reused := bc != nil
 		if !reused {
 			var cl *clientID
-			if private {
+			if rs.private() {
 				cl = cc.clientOf()
 			}
 			var err error
@@ -589,42 +684,8 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 		}
 		bc.in.discard(n)
 	}
-	cc.consumeHead()
-	cc.status = resp.status
-	cc.learnAll(bc.rs)
+	framing, dechunk, reuse, keep := cc.answerHead(bc, n)
 	now = time.Now() // the response may have been long in coming
-
-	// Framing of the response body (RFC 9112 §6.3).
-	const (
-		noBody = iota
-		sized
-		chunked
-		untilClose
-	)
-	framing := untilClose
-	switch {
-	case cc.isHead || resp.status == 204 || resp.status == 304:
-		framing = noBody
-	case resp.chunked:
-		framing = chunked
-	case resp.contentLength >= 0:
-		framing = sized
-	}
-	dechunk := framing == chunked && cc.req.minor == 0 // HTTP/1.0 has no chunked
-	reuse := !resp.connClose && (resp.minor >= 1 || resp.connKeepAlive) && framing != untilClose
-	keep = cc.keep && cc.bodyDone && framing != untilClose && !dechunk && !cc.svc.isStopping()
-	if cc.cfg.Compress {
-		if cc.gz = cc.wantGzip(framing == noBody); cc.gz.on {
-			// Compressed, the body goes chunked to an HTTP/1.1 client
-			// whatever its framing was, and to an HTTP/1.0 one until
-			// the connection closes (compress.go).
-			keep = cc.keep && cc.bodyDone && cc.req.minor >= 1 && !cc.svc.isStopping()
-		}
-	}
-
-	cc.writeResponseHead(keep, dechunk)
-	bc.in.discard(n)
-	cc.responded = true
 	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.poolCfg.Timeouts.Server, writeTimeout: cc.cfg.Timeouts.Client, now: now}
 	var err error
 	switch {
@@ -661,6 +722,54 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 		bc.close()
 	}
 	return keep, false
+}
+
+// Framing of a response body (RFC 9112 §6.3).
+const (
+	noBody = iota
+	sized
+	chunked
+	untilClose
+)
+
+// framingOf returns how the body of the response in cc.resp is delimited.
+func (cc *clientConn) framingOf() int {
+	resp := &cc.resp
+	switch {
+	case cc.isHead || resp.status == 204 || resp.status == 304:
+		return noBody
+	case resp.chunked:
+		return chunked
+	case resp.contentLength >= 0:
+		return sized
+	}
+	return untilClose
+}
+
+// answerHead passes on the final response head (n bytes in bc.in, parsed
+// into cc.resp): it decides the framing of the body, whether bc and the
+// client connection are kept, and writes the head to the client.
+func (cc *clientConn) answerHead(bc *backendConn, n int) (framing int, dechunk, reuse, keep bool) {
+	resp := &cc.resp
+	cc.consumeHead()
+	cc.status = resp.status
+	cc.learnAll(bc.rs)
+	framing = cc.framingOf()
+	dechunk = framing == chunked && cc.req.minor == 0 // HTTP/1.0 has no chunked
+	reuse = !resp.connClose && (resp.minor >= 1 || resp.connKeepAlive) && framing != untilClose
+	keep = cc.keep && cc.bodyDone && framing != untilClose && !dechunk && !cc.svc.isStopping()
+	if cc.cfg.Compress {
+		if cc.gz = cc.wantGzip(framing == noBody); cc.gz.on {
+			// Compressed, the body goes chunked to an HTTP/1.1 client
+			// whatever its framing was, and to an HTTP/1.0 one until
+			// the connection closes (compress.go).
+			keep = cc.keep && cc.bodyDone && cc.req.minor >= 1 && !cc.svc.isStopping()
+		}
+	}
+	cc.writeResponseHead(keep, dechunk)
+	bc.in.discard(n)
+	cc.responded = true
+	return framing, dechunk, reuse, keep
 }
 
 // tunnel relays a 101 (Switching Protocols) answer, then moves bytes both

@@ -55,11 +55,20 @@ type record struct {
 // connect failures are counted and observed here. dispatch returns the
 // failure the front end must answer when no attempt reached a real server
 // (status 0 when one did: try has answered the client).
+//
+// first, if not nil, is a real server an event loop picked (and acquired)
+// already: the first attempt goes there.
 func (s *Service) dispatch(rv requestView, ch *choice, tried *balancer.Tried, rec *record, retries int,
-	try func(rs *realServer) error) (status int, reason string, err error) {
+	first *realServer, try func(rs *realServer) error) (status int, reason string, err error) {
 	var connErr error
 	for attempt := 0; ; attempt++ {
-		srv, err := s.pick(rv, ch, tried)
+		var srv *balancer.Server
+		var err error
+		if first != nil {
+			srv, first = first.Server, nil
+		} else {
+			srv, err = s.pick(rv, ch, tried)
+		}
 		if err == balancer.ErrNoServer {
 			// No real server can take the request (none is available,
 			// or those that are failed to connect): the fallback's

@@ -62,6 +62,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Proxy, error) {
 	p := &Proxy{log: log, events: newEventLog(), cfg: cfg, listeners: make(map[string]*listener),
 		h3: h3listeners{byKey: make(map[string]*h3listener)}, tickets: tlsterm.NewRotator(ticketKeyPeriod)}
 	p.l4 = newL4Syncer(log, p.events)
+	SetEventLoops(cfg.Global.EventLoops)
 	for _, vs := range cfg.VirtualServices {
 		s, err := p.newService(vs, cfg.Global.AccessLog)
 		if err != nil {

@@ -38,6 +38,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	if err := checkTransparent(cfg); err != nil {
 		return err
 	}
+	SetEventLoops(cfg.Global.EventLoops) // for connections from now on
 	old := make(map[string]*Service, len(p.services))
 	for _, s := range p.services {
 		old[s.Name] = s

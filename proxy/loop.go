@@ -1,0 +1,807 @@
+package proxy
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fulcrumlb/fulcrum/balancer"
+	"github.com/fulcrumlb/fulcrum/config"
+)
+
+// Event loops for plain HTTP/1.1 client connections.
+//
+// A goroutine per connection parks twice per request (waiting for the
+// request, then for the real server's answer), and on a busy machine each
+// park and wake-up costs more than the proxying itself. An event loop, as
+// HAProxy and nginx run, instead takes the ready connections of one
+// epoll_wait and serves them back to back: a loop goroutine parks only when
+// none of its connections has anything to do.
+//
+// A loop serves the common exchange whole: a request without a body,
+// forwarded on an idle pooled connection, answered with a head and a body
+// that fit one buffer. Whenever an exchange needs to wait in the middle
+// (a request body, a connect, a large or chunked answer, compression, a
+// queue, an upgrade, a slow reader), the loop hands the connection to a
+// goroutine that finishes the exchange with the ordinary code (http.go) and
+// gives the connection back once it is idle. The connections stay ordinary
+// net.Conns registered with Go's poller throughout; the loop adds them to
+// its own epoll set (edge-triggered) and reads and writes them with raw
+// system calls. The loop itself parks in Go's poller on its epoll
+// descriptor, so it needs no thread of its own.
+
+// Loop connection states.
+const (
+	lcIdle   uint8 = iota // waiting for a request
+	lcHead                // part of a request head came
+	lcServer              // the request went to a real server; waiting for the answer
+	lcFlush               // the answer is written in part; waiting until the client takes the rest
+	lcAway                // a goroutine serves the connection
+)
+
+// loopSweep is how often a loop looks for connections whose wait ran past
+// its timeout. Timeouts are seconds long; they may so fire up to this late.
+const loopSweep = 250 * time.Millisecond
+
+// loopConn is an event loop's state of one client connection.
+type loopConn struct {
+	loop     *evloop
+	slot     int32
+	state    uint8
+	readable bool      // the socket may hold unread bytes (an edge came, or the last read filled the room)
+	keep     bool      // lcFlush: the connection serves another request once flushed
+	due      time.Time // end of the current wait; zero for none
+	rs       *realServer
+	bc       *backendConn // lcServer: the exchange's real-server connection
+}
+
+// Messages to a loop from other goroutines.
+const (
+	loopAdopt = iota // serve a new connection
+	loopBack         // a goroutine hands an idle connection back
+	loopDrop         // a goroutine ended the connection: forget it
+	loopStop         // shutdown: end the connection once idle
+	loopForce        // shutdown grace over: end it now
+	loopCut          // its real server went into maintenance
+	loopFree         // a registered real-server connection was closed
+)
+
+type loopMsg struct {
+	kind int
+	cc   *clientConn
+	slot int32
+	gen  uint32
+}
+
+type loopSlot struct {
+	gen uint32
+	cc  *clientConn  // a client connection, or the client a real-server connection serves now
+	bc  *backendConn // a real-server connection, or nil for a client's slot
+}
+
+// evloop is one event loop.
+type evloop struct {
+	ep     int
+	wake   int // eventfd: slot 0
+	file   *os.File
+	raw    syscall.RawConn
+	waitFn func(uintptr) bool
+	dl     time.Time // the read deadline armed on file
+	n      int
+	evs    [128]unix.EpollEvent
+
+	slots []loopSlot
+	free  []int32
+	conns map[*clientConn]struct{}
+	sweep time.Time // next sweep
+
+	mu       sync.Mutex
+	inbox    []loopMsg
+	work     []loopMsg
+	signaled bool
+}
+
+// The loops of the process: set by SetEventLoops, started on first use.
+var loops = struct {
+	mu    sync.Mutex
+	n     int
+	force int // tests: the number of loops whatever the configuration says; -1 for none
+	all   []*evloop
+	next  atomic.Uint32
+	// Exchanges the loops served whole, and those they handed to a
+	// goroutine (tests read them).
+	served, handed atomic.Uint64
+}{force: -1}
+
+// SetEventLoops sets how many event loops serve plain HTTP/1.1 clients (0:
+// none, a goroutine per connection). Loops already started keep serving
+// their connections; new connections go to the first n.
+func SetEventLoops(n int) {
+	loops.mu.Lock()
+	if loops.force >= 0 {
+		n = loops.force
+	}
+	loops.n = max(n, 0)
+	loops.mu.Unlock()
+}
+
+// pickLoop returns the loop for a new connection, or nil when loops are
+// off or cannot run here.
+func pickLoop() *evloop {
+	loops.mu.Lock()
+	defer loops.mu.Unlock()
+	if loops.n == 0 {
+		return nil
+	}
+	for len(loops.all) < loops.n {
+		l, err := newLoop()
+		if err != nil {
+			loops.n = 0 // no epoll or eventfd: goroutines serve instead
+			return nil
+		}
+		loops.all = append(loops.all, l)
+		go l.run()
+	}
+	i := loops.next.Add(1) % uint32(loops.n)
+	return loops.all[i]
+}
+
+func newLoop() (*evloop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, err
+	}
+	// Non-blocking, the epoll descriptor is one Go's poller can wait on.
+	unix.SetNonblock(ep, true)
+	f := os.NewFile(uintptr(ep), "epoll")
+	raw, err := f.SyscallConn()
+	if err == nil {
+		err = f.SetReadDeadline(time.Time{}) // fails unless Go's poller took it
+	}
+	if err != nil {
+		f.Close()
+		unix.Close(wake)
+		return nil, err
+	}
+	l := &evloop{ep: ep, wake: wake, file: f, raw: raw, conns: map[*clientConn]struct{}{},
+		slots: make([]loopSlot, 1, 64)} // slot 0: wake
+	l.waitFn = func(uintptr) bool {
+		l.n = l.pollNow()
+		return l.n > 0
+	}
+	return l, nil
+}
+
+// pollNow takes the ready events without waiting.
+func (l *evloop) pollNow() int {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.ep),
+		uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), 0, 0, 0)
+	if errno != 0 {
+		return 0
+	}
+	return int(n)
+}
+
+// wait returns the number of ready events in l.evs, parking in Go's poller
+// while there are none, until the next sweep is due (then 0).
+func (l *evloop) wait() int {
+	if n := l.pollNow(); n > 0 {
+		return n
+	}
+	if l.dl != l.sweep {
+		l.dl = l.sweep
+		l.file.SetReadDeadline(l.sweep)
+	}
+	l.n = 0
+	if err := l.raw.Read(l.waitFn); err != nil {
+		return 0
+	}
+	return l.n
+}
+
+func (l *evloop) run() {
+	l.sweep = time.Now().Add(loopSweep)
+	for {
+		n := l.wait()
+		for i := 0; i < n; i++ {
+			ev := &l.evs[i]
+			l.event(ev.Fd, uint32(ev.Pad), ev.Events)
+		}
+		if now := time.Now(); !now.Before(l.sweep) {
+			l.expire(now)
+			l.sweep = now.Add(loopSweep)
+		}
+	}
+}
+
+func (l *evloop) event(slot int32, gen uint32, events uint32) {
+	if slot == 0 {
+		l.drain()
+		return
+	}
+	e := &l.slots[slot]
+	if e.gen != gen {
+		return // the slot was freed (and perhaps taken again) since
+	}
+	cc := e.cc
+	if cc == nil {
+		return // an idle pooled real-server connection
+	}
+	if e.bc != nil {
+		if cc.lc.state == lcServer && cc.lc.bc == e.bc {
+			l.answer(cc)
+		}
+		return
+	}
+	switch cc.lc.state {
+	case lcIdle, lcHead:
+		l.read(cc)
+	case lcFlush:
+		if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			l.flush(cc)
+		}
+		if events&unix.EPOLLIN != 0 {
+			cc.lc.readable = true
+		}
+	case lcServer:
+		if events&unix.EPOLLIN != 0 {
+			cc.lc.readable = true // a pipelined request: read after the answer
+		}
+	}
+}
+
+// register adds a descriptor to the loop's epoll set; the slot names it in
+// events.
+func (l *evloop) register(raw syscall.RawConn, cc *clientConn, bc *backendConn) (int32, uint32, bool) {
+	var slot int32
+	if n := len(l.free); n > 0 {
+		slot = l.free[n-1]
+		l.free = l.free[:n-1]
+	} else {
+		slot = int32(len(l.slots))
+		l.slots = append(l.slots, loopSlot{})
+	}
+	e := &l.slots[slot]
+	e.gen++
+	e.cc, e.bc = cc, bc
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot, Pad: int32(e.gen)}
+	var err error
+	ctl := raw.Control(func(fd uintptr) { err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, int(fd), &ev) })
+	if ctl != nil || err != nil {
+		l.release(slot)
+		return 0, 0, false
+	}
+	return slot, e.gen, true
+}
+
+// release frees a slot; events already taken for it are ignored (gen).
+func (l *evloop) release(slot int32) {
+	e := &l.slots[slot]
+	e.gen++
+	e.cc, e.bc = nil, nil
+	l.free = append(l.free, slot)
+}
+
+// unregister removes a registered real-server connection from the loop,
+// which no longer watches it (a goroutine takes it, or it closes).
+func (l *evloop) unregister(bc *backendConn) {
+	if bc.lp != l {
+		return
+	}
+	if e := &l.slots[bc.lslot]; e.bc == bc && e.gen == bc.lgen {
+		bc.in.raw.Control(func(fd uintptr) { unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(fd), nil) })
+		l.release(bc.lslot)
+	}
+	bc.lp = nil
+}
+
+// post sends a message to the loop from another goroutine.
+func (l *evloop) post(cc *clientConn, kind int) {
+	l.send(loopMsg{kind: kind, cc: cc})
+}
+
+func (l *evloop) send(m loopMsg) {
+	l.mu.Lock()
+	l.inbox = append(l.inbox, m)
+	signal := !l.signaled
+	l.signaled = true
+	l.mu.Unlock()
+	if signal {
+		var one = [8]byte{1}
+		unix.Write(l.wake, one[:])
+	}
+}
+
+func (l *evloop) drain() {
+	var buf [8]byte
+	unix.Read(l.wake, buf[:])
+	l.mu.Lock()
+	l.work, l.inbox = l.inbox, l.work[:0]
+	l.signaled = false
+	l.mu.Unlock()
+	for i := range l.work {
+		m := l.work[i]
+		l.work[i] = loopMsg{}
+		l.message(m)
+	}
+}
+
+func (l *evloop) message(m loopMsg) {
+	cc := m.cc
+	switch m.kind {
+	case loopAdopt:
+		l.adoptNow(cc)
+	case loopBack:
+		cc.lc.state = lcIdle
+		if !cc.in.dl.at.IsZero() { // a goroutine's read deadline must not cut the loop's reads
+			cc.in.setDeadline(time.Time{})
+		}
+		cc.lc.readable = true // whatever came while away left no edge for the loop
+		l.idle(cc)
+	case loopDrop:
+		l.forget(cc)
+	case loopStop:
+		if _, ok := l.conns[cc]; ok && cc.lc.state == lcIdle {
+			l.end(cc)
+		}
+	case loopForce:
+		if _, ok := l.conns[cc]; !ok {
+			return
+		}
+		if cc.lc.state == lcAway {
+			cc.conn.Close() // the goroutine ends, and drops it
+			if bc := cc.backend.Load(); bc != nil {
+				bc.conn.Close()
+			}
+			return
+		}
+		if cc.lc.state == lcServer {
+			l.endAttempt(cc, false)
+		}
+		cc.linger = false
+		cc.out.spill = nil
+		l.end(cc)
+	case loopCut:
+		if _, ok := l.conns[cc]; !ok {
+			return
+		}
+		if cc.lc.state == lcAway {
+			if bc := cc.backend.Load(); bc != nil {
+				bc.conn.Close()
+			}
+			return
+		}
+		if cc.lc.state == lcServer { // as a goroutine's exchange would: send the request again
+			rs := cc.lc.rs
+			l.endAttempt(cc, true)
+			l.away(cc, &resumed{rs: rs})
+		}
+	case loopFree:
+		if e := &l.slots[m.slot]; e.gen == m.gen && e.bc != nil {
+			l.release(m.slot)
+		}
+	}
+}
+
+// adopt hands a new client connection to the loop (from its accept
+// goroutine).
+func (l *evloop) adopt(cc *clientConn) {
+	cc.out.noWait = true
+	l.post(cc, loopAdopt)
+}
+
+func (l *evloop) adoptNow(cc *clientConn) {
+	slot, _, ok := l.register(cc.in.raw, cc, nil)
+	if !ok || cc.svc.isStopping() {
+		if ok {
+			l.release(slot)
+		}
+		cc.finish()
+		return
+	}
+	cc.lc.slot = slot
+	l.conns[cc] = struct{}{}
+	cc.lc.state = lcIdle
+	cc.lc.readable = false // registering reports what is there already
+	l.idle(cc)
+}
+
+// forget drops a connection the loop no longer serves (it was ended).
+func (l *evloop) forget(cc *clientConn) {
+	if _, ok := l.conns[cc]; !ok {
+		return
+	}
+	delete(l.conns, cc)
+	l.release(cc.lc.slot)
+}
+
+// end closes a connection the loop serves; one that must still send what
+// it holds, or linger, ends in a goroutine.
+func (l *evloop) end(cc *clientConn) {
+	l.forget(cc)
+	cc.lc.state = lcAway
+	if len(cc.out.spill) > 0 || cc.linger {
+		go func() {
+			cc.out.extendDeadline(time.Now(), cc.cfg.Timeouts.Client)
+			cc.out.flushSpill()
+			cc.finish()
+		}()
+		return
+	}
+	cc.finish()
+}
+
+// idle waits for the connection's next request.
+func (l *evloop) idle(cc *clientConn) {
+	if len(cc.in.buffered()) > 0 { // a pipelined request is here already
+		l.request(cc)
+		return
+	}
+	cc.in.release()
+	cc.out.release()
+	cc.toSrv.release()
+	if cc.svc.isStopping() {
+		l.end(cc)
+		return
+	}
+	cc.cfg = cc.svc.config()
+	cc.lc.state = lcIdle
+	now := time.Now()
+	cc.lc.due = now.Add(cc.cfg.Timeouts.Client)
+	cc.out.extendDeadline(now, cc.cfg.Timeouts.Client) // the loop's writes keep a live deadline
+	if cc.lc.readable {
+		l.read(cc)
+	}
+}
+
+// read takes what the client sent, and serves the request once its head is
+// whole.
+func (l *evloop) read(cc *clientConn) {
+	n, more, err := cc.in.fillNow()
+	cc.lc.readable = more
+	if n > 0 && cc.lc.state == lcIdle {
+		cc.lc.state = lcHead
+		cc.startExchange()
+		cc.lc.due = cc.start.Add(cc.cfg.Timeouts.ClientHeader)
+	}
+	if cc.lc.state == lcIdle {
+		if err != nil { // closed, or reset, between requests
+			l.end(cc)
+		}
+		return
+	}
+	if !headReady(cc.in.buffered()) && err == nil {
+		return // the rest of the head is still to come
+	}
+	l.request(cc)
+}
+
+// headReady reports whether b holds a whole head (after the empty lines
+// readHead skips).
+func headReady(b []byte) bool {
+	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+		b = b[1:]
+	}
+	return headEnd(b) >= 0
+}
+
+// request serves the request whose head is in the buffer (or answers the
+// error that ended it).
+func (l *evloop) request(cc *clientConn) {
+	if cc.lc.state != lcHead { // a pipelined request
+		cc.startExchange()
+	}
+	cc.lc.state = lcHead
+	// Without a whole head (the client closed, the buffer is full, or
+	// timeouts.client_header ran out), prepare's readHead meets the same
+	// error at once and answers it.
+	if done, keep := cc.prepare(); done {
+		l.done(cc, keep)
+		return
+	}
+	cc.lc.due = time.Time{}
+	if !cc.bodyDone || cc.upgrade || cc.req.expectContinue || queues(cc.poolCfg) {
+		l.away(cc, nil)
+		return
+	}
+	srv, err := cc.pool.pick(cc, &cc.choice, &cc.tried)
+	if err != nil {
+		l.away(cc, nil) // dispatch picks again, and answers (or finds the fallback)
+		return
+	}
+	rs := cc.pool.realOf(srv)
+	cc.rs = rs
+	var bc *backendConn
+	if rs.private() {
+		bc = cc.takeOwn(rs, false)
+	} else {
+		bc = rs.get(false)
+	}
+	if bc == nil || rs.h2 {
+		l.away(cc, &resumed{rs: rs, bc: bc})
+		return
+	}
+	if bc.lp != l {
+		if bc.lp != nil { // another loop's (with several loops)
+			bc.lp.unregisterFrom(bc)
+		}
+		slot, gen, ok := l.register(bc.in.raw, nil, bc)
+		if !ok {
+			l.away(cc, &resumed{rs: rs, bc: bc})
+			return
+		}
+		bc.lp, bc.lslot, bc.lgen = l, slot, gen
+	}
+	l.slots[bc.lslot].cc = cc
+	cc.backend.Store(bc)
+	cc.pool.remember(cc, &cc.choice, rs)
+	w := &cc.toSrv
+	w.reset(bc.conn, bc.in.raw)
+	w.noWait = true
+	cc.writeRequestHead(w)
+	if err := w.flush(); err != nil || len(w.spill) > 0 {
+		w.noWait = false
+		l.slots[bc.lslot].cc = nil
+		l.unregister(bc)
+		if err != nil {
+			w.spill = nil
+			bc.close()
+			l.away(cc, &resumed{rs: rs}) // the connection was closed: another one
+			return
+		}
+		l.away(cc, &resumed{rs: rs, bc: bc, sent: true})
+		return
+	}
+	w.noWait = false
+	cc.lc.state, cc.lc.rs, cc.lc.bc = lcServer, rs, bc
+	cc.lc.due = cc.start.Add(cc.poolCfg.Timeouts.Server)
+}
+
+// unregisterFrom takes bc out of another loop's epoll set; that loop frees
+// the slot when it reads the message.
+func (l *evloop) unregisterFrom(bc *backendConn) {
+	bc.in.raw.Control(func(fd uintptr) { unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	l.send(loopMsg{kind: loopFree, slot: bc.lslot, gen: bc.lgen})
+	bc.lp = nil
+}
+
+// queues reports whether a request to the pool may have to wait in a
+// max_conns queue, which only a goroutine can.
+func queues(vs *config.VirtualService) bool {
+	for i := range vs.RealServers {
+		if vs.RealServers[i].MaxConns > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// answer reads the real server's answer and, when it is one the loop can
+// pass on whole, relays it.
+func (l *evloop) answer(cc *clientConn) {
+	bc := cc.lc.bc
+	var err error
+	for {
+		var more bool
+		_, more, err = bc.in.fillNow()
+		if !more || err != nil {
+			break
+		}
+	}
+	b := bc.in.buffered()
+	n := headEnd(b)
+	if n < 0 {
+		switch {
+		case err == nil:
+			return // more to come
+		case len(b) == 0 && err != errFull:
+			// A pooled connection the real server had closed: the
+			// request was not received; a goroutine sends it again on
+			// a fresh one.
+			rs := cc.lc.rs
+			l.endAttempt(cc, true)
+			l.away(cc, &resumed{rs: rs})
+			return
+		case err == errFull:
+			l.endAttempt(cc, false)
+			l.done(cc, cc.fail(502, "response head from real server too large", err))
+			return
+		}
+		l.endAttempt(cc, false)
+		l.done(cc, cc.fail(502, "real server closed the connection without a response", err))
+		return
+	}
+	resp := &cc.resp
+	if perr := resp.parse(b[:n]); perr != nil {
+		l.endAttempt(cc, false)
+		l.done(cc, cc.fail(502, "invalid response head from real server", perr))
+		return
+	}
+	framing := cc.framingOf()
+	switch {
+	case resp.status < 200 || cc.cfg.Compress || framing == chunked || framing == untilClose ||
+		(framing == sized && resp.contentLength > int64(bufSize-n)):
+		// Not one the loop passes on whole: a goroutine relays it (from
+		// the head, still in the buffer).
+		l.handOff(cc)
+		return
+	case framing == sized && int64(len(b)-n) < resp.contentLength:
+		if err == nil {
+			return // the rest of the body is still to come
+		}
+		l.handOff(cc) // ended early: relayResponse says so
+		return
+	}
+	now := time.Now()
+	_, _, reuse, keep := cc.answerHead(bc, n)
+	if framing == sized {
+		cl := int(resp.contentLength)
+		cc.out.Write(bc.in.buffered()[:cl])
+		bc.in.discard(cl)
+		cc.bytesOut = int64(cl)
+	}
+	werr := cc.out.flush()
+	rs := cc.lc.rs
+	l.slots[bc.lslot].cc = nil
+	cc.lc.bc = nil
+	cc.backend.Store(nil)
+	cc.pool.Pool.Release(rs.Server)
+	switch {
+	case !reuse:
+		l.unregister(bc)
+		bc.close()
+	case bc.private:
+		cc.keepOwn(bc, now)
+	default:
+		bc.in.extendDeadline(now, cc.poolCfg.Timeouts.Server)
+		rs.put(bc, now)
+	}
+	if werr != nil {
+		cc.errMsg, cc.err = "write to client failed", werr
+		keep = false
+	}
+	l.done(cc, keep)
+}
+
+// handOff gives the exchange waiting for its answer to a goroutine, which
+// relays the answer from its head.
+func (l *evloop) handOff(cc *clientConn) {
+	bc := cc.lc.bc
+	l.slots[bc.lslot].cc = nil
+	l.unregister(bc)
+	cc.lc.bc = nil
+	l.away(cc, &resumed{rs: cc.lc.rs, bc: bc, sent: true})
+}
+
+// endAttempt ends the wait for the real server's answer: bc is closed
+// (replay: the real server may be tried again, so it is not released).
+func (l *evloop) endAttempt(cc *clientConn, replay bool) {
+	bc := cc.lc.bc
+	l.slots[bc.lslot].cc = nil
+	l.unregister(bc)
+	bc.close()
+	cc.lc.bc = nil
+	cc.backend.Store(nil)
+	if !replay {
+		cc.pool.Pool.Release(cc.lc.rs.Server)
+	}
+}
+
+// done ends an exchange the loop served: it is logged and counted, and the
+// connection waits for the next request or ends.
+func (l *evloop) done(cc *clientConn, keep bool) {
+	loops.served.Add(1)
+	s := cc.svc
+	s.logExchange(&cc.record, cc.clientIP)
+	s.account(&cc.record)
+	keep = keep && !s.isStopping()
+	if len(cc.out.spill) > 0 {
+		cc.lc.state, cc.lc.keep = lcFlush, keep
+		cc.lc.due = time.Now().Add(cc.cfg.Timeouts.Client)
+		return
+	}
+	if !keep {
+		l.end(cc)
+		return
+	}
+	l.idle(cc)
+}
+
+// flush sends more of an answer the client was slow to take.
+func (l *evloop) flush(cc *clientConn) {
+	all, err := cc.out.sendSpill()
+	if err != nil {
+		cc.out.spill = nil
+		cc.linger = false
+		l.end(cc)
+		return
+	}
+	if !all {
+		return
+	}
+	if !cc.lc.keep {
+		l.end(cc)
+		return
+	}
+	l.idle(cc)
+}
+
+// away hands the connection to a goroutine for the rest of the exchange
+// (through dispatch: r is the attempt the loop began, or nil), which gives
+// it back when it is idle again.
+func (l *evloop) away(cc *clientConn, r *resumed) {
+	loops.handed.Add(1)
+	cc.lc.state, cc.lc.due = lcAway, time.Time{}
+	go cc.awayFromLoop(l, r)
+}
+
+func (cc *clientConn) awayFromLoop(l *evloop, r *resumed) {
+	keep := cc.out.flushSpill() == nil
+	if keep {
+		keep = cc.proxyRequest(r)
+	}
+	s := cc.svc
+	s.logExchange(&cc.record, cc.clientIP)
+	s.account(&cc.record)
+	keep = keep && !s.isStopping()
+	for keep && len(cc.in.buffered()) > 0 { // pipelined requests
+		keep = cc.exchange()
+	}
+	if !keep {
+		cc.finish()
+		l.post(cc, loopDrop)
+		return
+	}
+	cc.out.noWait = true
+	l.post(cc, loopBack)
+}
+
+// startExchange begins the record of an exchange, as exchange does.
+func (cc *clientConn) startExchange() {
+	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
+	cc.choice = choice{}
+	cc.tried = balancer.Tried{}
+	cc.gz = gzipPlan{}
+	cc.record = record{start: time.Now(), proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
+	cc.client, cc.clientIP, cc.peerTrusted = cc.peer, cc.peerIP, false
+}
+
+// expire acts on the waits that ran past their timeouts.
+func (l *evloop) expire(now time.Time) {
+	for cc := range l.conns {
+		lc := &cc.lc
+		if lc.due.IsZero() || now.Before(lc.due) {
+			continue
+		}
+		switch lc.state {
+		case lcIdle:
+			l.end(cc) // timeouts.client: end quietly
+		case lcHead:
+			lc.due = time.Time{}
+			l.request(cc) // readHead answers 408
+		case lcServer:
+			l.endAttempt(cc, false)
+			l.done(cc, cc.fail(504, "no response from real server within timeouts.server", os.ErrDeadlineExceeded))
+		case lcFlush:
+			cc.out.spill = nil
+			cc.linger = false
+			l.end(cc)
+		}
+	}
+}

@@ -1,0 +1,309 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fulcrumlb/fulcrum/config"
+)
+
+// loopBackend is a real server whose paths answer in the ways the event
+// loop passes on itself or hands to a goroutine.
+func loopBackend(t *testing.T) string {
+	t.Helper()
+	big := strings.Repeat("b", 64<<10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/small":
+			io.WriteString(w, "small")
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/big":
+			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+			io.WriteString(w, big)
+		case "/chunked":
+			io.WriteString(w, "chunk-")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "ed")
+		case "/early":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			io.WriteString(w, "after hints")
+		case "/echo":
+			b, _ := io.ReadAll(r.Body)
+			w.Write(b)
+		case "/status":
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, "missing")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// roundTrip sends raw on cl's connection and reads one response.
+func (cl *client) roundTrip(raw, method string) (int, string) {
+	cl.t.Helper()
+	cl.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(cl.c, raw); err != nil {
+		cl.t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(cl.br, &http.Request{Method: method})
+	for err == nil && resp.StatusCode < 200 { // 1xx: the final answer follows
+		resp, err = http.ReadResponse(cl.br, &http.Request{Method: method})
+	}
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b)
+}
+
+func small(cl *client) (int, string) {
+	return cl.roundTrip("GET /small HTTP/1.1\r\nHost: x\r\n\r\n", "GET")
+}
+
+// TestLoopServesOrHandsOff checks each kind of exchange on one keep-alive
+// connection: the loop serves the simple ones whole, hands the others to a
+// goroutine, and serves the next simple request itself again.
+func TestLoopServesOrHandsOff(t *testing.T) {
+	if loops.force == 0 {
+		t.Skip("event loops are off in this run")
+	}
+	backend := loopBackend(t)
+	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
+	addr := p.Services()[0].Addrs()[0].String()
+	big := strings.Repeat("b", 64<<10)
+	tests := []struct {
+		name   string
+		raw    string
+		method string
+		status int
+		body   string
+		inLoop bool
+	}{
+		{"small", "GET /small HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 200, "small", true},
+		{"HEAD", "HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n", "HEAD", 200, "", true},
+		{"204", "GET /empty HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 204, "", true},
+		{"404 from the server", "GET /status HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 404, "missing", true},
+		{"body larger than a buffer", "GET /big HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 200, big, false},
+		{"chunked answer", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 200, "chunk-ed", false},
+		{"103 Early Hints first", "GET /early HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 200, "after hints", false},
+		{"request body", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "POST", 200, "hello", false},
+		{"chunked request body", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "POST", 200, "abc", false},
+		{"malformed request", "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "GET", 400, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl := dialClient(t, addr)
+			if status, body := small(cl); status != 200 || body != "small" { // warms the pool
+				t.Fatalf("first GET: %d %q", status, body)
+			}
+			served, handed := loops.served.Load(), loops.handed.Load()
+			status, body := cl.roundTrip(tt.raw, tt.method)
+			if status != tt.status || (tt.body != "" && body != tt.body) {
+				t.Fatalf("got %d %.40q, want %d %.40q", status, body, tt.status, tt.body)
+			}
+			if got := loops.handed.Load() > handed; got == tt.inLoop {
+				t.Errorf("handed to a goroutine: %v, want %v (served %d)", got, !tt.inLoop, loops.served.Load()-served)
+			}
+			if status == 400 {
+				return // the connection ends after a malformed request
+			}
+			served, handed = loops.served.Load(), loops.handed.Load()
+			if status, body := small(cl); status != 200 || body != "small" {
+				t.Fatalf("GET after it: %d %q", status, body)
+			}
+			// The loop counts an exchange just after its answer went out.
+			for deadline := time.Now().Add(2 * time.Second); loops.served.Load() == served && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			if loops.handed.Load() != handed || loops.served.Load() != served+1 {
+				t.Errorf("the GET after it was not served by the loop (served +%d, handed +%d)",
+					loops.served.Load()-served, loops.handed.Load()-handed)
+			}
+		})
+	}
+}
+
+// TestLoopPipelinedSlowReader pipelines many requests without reading the
+// answers, so that the socket fills and the loop must hold the rest until
+// the client reads; every answer must then arrive, in order.
+func TestLoopPipelinedSlowReader(t *testing.T) {
+	body := strings.Repeat("x", 12<<10) // fits the loop's buffer with its head
+	backend := rawBackend(t, []byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)))
+	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
+	c, err := net.Dial("tcp", p.Services()[0].Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 1500 // 18 MiB of answers: more than the socket buffers hold
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	// One request first, so that the pool has a connection and the loop
+	// serves the pipelined ones itself.
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	served := loops.served.Load()
+	reqs := bytes.Repeat([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), n)
+	go c.Write(reqs)
+	time.Sleep(200 * time.Millisecond) // let the answers back up
+	for i := range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != body {
+			t.Fatalf("answer %d: %d, %d bytes", i, resp.StatusCode, len(b))
+		}
+	}
+	if loops.force != 0 && loops.served.Load()-served < n/2 {
+		t.Errorf("the loop served %d of the %d pipelined requests", loops.served.Load()-served, n)
+	}
+}
+
+// TestLoopTimeouts checks the loop's own timers: an idle client is closed
+// after timeouts.client, a slow head gets 408, a silent real server 504.
+func TestLoopTimeouts(t *testing.T) {
+	// The real server answers the first request of a connection, then
+	// goes silent: the second request meets the loop's own wait.
+	silent := listenTCP(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
+		n := 0
+		for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
+			m, err := c.Read(buf[n:])
+			if err != nil {
+				return
+			}
+			n += m
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		io.Copy(io.Discard, c)
+	})
+	tests := []struct {
+		name   string
+		adjust func(vs *config.VirtualService)
+		send   string
+		status int // 0: the connection just closes
+	}{
+		{"idle client", func(vs *config.VirtualService) { vs.Timeouts.Client = 300 * time.Millisecond }, "", 0},
+		{"slow head", func(vs *config.VirtualService) { vs.Timeouts.ClientHeader = 300 * time.Millisecond }, "GET / HTTP/1.1\r\nHo", 408},
+		{"silent real server", func(vs *config.VirtualService) { vs.Timeouts.Server = 300 * time.Millisecond }, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 504},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vs := testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: silent, Weight: 1})
+			tt.adjust(vs)
+			p := startProxy(t, testConfig(vs))
+			c, err := net.Dial("tcp", p.Services()[0].Addrs()[0].String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			if tt.status == 504 {
+				io.WriteString(c, tt.send)
+				if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+					t.Fatalf("first request: %v %v", resp, err)
+				}
+			}
+			if tt.send != "" {
+				io.WriteString(c, tt.send)
+			}
+			start := time.Now()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if tt.status == 0 {
+				if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+					t.Fatalf("got %q, %v; want a quiet close", b, err)
+				}
+			} else {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode != tt.status {
+					t.Fatalf("got %d, want %d", resp.StatusCode, tt.status)
+				}
+			}
+			if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+				t.Errorf("ended after %v, want about 300ms", d)
+			}
+		})
+	}
+}
+
+// TestLoopReplaysOnClosedPooledConn: a real server that closes each
+// connection after answering (without saying so) leaves closed connections
+// in the pool; the loop's request on one is sent again on a fresh one.
+func TestLoopReplaysOnClosedPooledConn(t *testing.T) {
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	backend := listenTCP(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
+		n := 0
+		for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
+			m, err := c.Read(buf[n:])
+			if err != nil {
+				return
+			}
+			n += m
+		}
+		c.Write(resp)
+	})
+	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
+	cl := dialClient(t, p.Services()[0].Addrs()[0].String())
+	for i := range 20 {
+		if status, body := cl.get(); status != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, status, body)
+		}
+	}
+}
+
+// TestLoopShutdownClosesIdle: shutdown ends the loop's idle clients at once
+// and waits for none of them.
+func TestLoopShutdownClosesIdle(t *testing.T) {
+	p, err := New(testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: namedBackend(t, "a"), Weight: 1})), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var cls []*client
+	for range 5 {
+		cl := dialClient(t, p.Services()[0].Addrs()[0].String())
+		if status, _ := cl.get(); status != 200 {
+			t.Fatal(status)
+		}
+		cls = append(cls, cl)
+	}
+	start := time.Now()
+	if err := p.Shutdown(timeoutCtx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("shutdown took %v with only idle clients", d)
+	}
+	for i, cl := range cls {
+		cl.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := cl.br.ReadByte(); err != io.EOF {
+			t.Errorf("client %d: %v, want EOF", i, err)
+		}
+	}
+}
