@@ -45,6 +45,7 @@ type backendConn struct {
 	lp    *evloop
 	lslot int32
 	lgen  uint32
+	lfd   int // its descriptor, while lp is set
 }
 
 // get returns a pooled connection, or nil when the pool has no live one.

@@ -192,19 +192,32 @@ func (b *reader) tryFill() (bool, error) {
 	return b.w > w, err
 }
 
-// fillNow reads what has arrived into the buffer without waiting. It
-// returns how many bytes came and whether the socket may hold more (the
-// read filled all the room it had); err is io.EOF when the peer closed.
-func (b *reader) fillNow() (n int, more bool, err error) {
+// fillFD reads what has arrived on fd, the connection's descriptor, into
+// the buffer without waiting (an event loop's read: loop.go). It returns
+// how many bytes came and whether the socket may hold more (the read
+// filled all the room it had); err is io.EOF when the peer closed. The
+// buffer goes back to the pool if nothing came and it is empty.
+func (b *reader) fillFD(fd int) (n int, more bool, err error) {
 	if !b.makeRoom() {
 		return 0, false, errFull
 	}
-	room, w := bufSize-b.w, b.w
-	b.noWait = true
-	err = b.rawRead()
-	b.noWait = false
-	n = b.w - w
-	return n, n == room, err
+	p := b.buf[b.w:]
+	for {
+		m, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			b.release()
+			return 0, false, nil
+		case errno != 0:
+			return 0, false, errno
+		case m == 0:
+			return 0, false, io.EOF
+		}
+		b.w += int(m)
+		return int(m), int(m) == len(p), nil
+	}
 }
 
 // release gives the buffer back to the pool if it holds no unread bytes.
@@ -246,6 +259,7 @@ type writer struct {
 	// the connection over sends it first (flushSpill).
 	noWait bool
 	spill  []byte
+	fd     int // with noWait, the connection's descriptor, written to directly
 }
 
 // reset points the writer at a connection; raw is its descriptor (from the
@@ -272,7 +286,12 @@ func (w *writer) write(p []byte) error {
 		return err
 	}
 	w.rawP, w.rawErr = p, nil
-	err := w.raw.Write(w.rawFn)
+	var err error
+	if w.noWait {
+		w.writeFD(uintptr(w.fd))
+	} else {
+		err = w.raw.Write(w.rawFn)
+	}
 	if err == nil && w.rawErr == nil && len(w.rawP) > 0 { // noWait: the socket is full
 		w.spill = append(w.spill[:0], w.rawP...)
 	}

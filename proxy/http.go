@@ -304,7 +304,7 @@ func (cc *clientConn) awaitRequest() bool {
 // exchange serves one request and reports whether the connection may serve
 // another.
 func (cc *clientConn) exchange() bool {
-	cc.startExchange()
+	cc.startExchange(time.Now())
 	keep := cc.serveRequest()
 	s := cc.svc
 	s.logExchange(&cc.record, cc.clientIP)
@@ -937,6 +937,15 @@ func writeNamed(w *writer, name string, value []byte) {
 }
 
 func writeField(w *writer, name, value []byte) {
+	if w.err == nil && w.buf != nil && w.n+len(name)+len(value)+4 <= bufSize {
+		// The usual case, in one bounds check.
+		n := w.n + copy(w.buf[w.n:], name)
+		w.buf[n], w.buf[n+1] = ':', ' '
+		n += 2 + copy(w.buf[n+2:], value)
+		w.buf[n], w.buf[n+1] = '\r', '\n'
+		w.n = n + 2
+		return
+	}
 	w.Write(name)
 	w.WriteString(": ")
 	w.Write(value)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,9 +52,11 @@ const loopSweep = 250 * time.Millisecond
 // loopConn is an event loop's state of one client connection.
 type loopConn struct {
 	loop     *evloop
+	fd       int // the client connection's descriptor
 	slot     int32
 	state    uint8
 	readable bool      // the socket may hold unread bytes (an edge came, or the last read filled the room)
+	warm     bool      // lcIdle: a request was served since the last sweep; the buffers are kept
 	keep     bool      // lcFlush: the connection serves another request once flushed
 	due      time.Time // end of the current wait; zero for none
 	rs       *realServer
@@ -94,6 +97,7 @@ type evloop struct {
 	dl     time.Time // the read deadline armed on file
 	n      int
 	evs    [128]unix.EpollEvent
+	now    time.Time // read once per batch of events: the loop's clock
 
 	slots []loopSlot
 	free  []int32
@@ -119,16 +123,22 @@ var loops = struct {
 }{force: -1}
 
 // SetEventLoops sets how many event loops serve plain HTTP/1.1 clients (0:
-// none, a goroutine per connection). Loops already started keep serving
-// their connections; new connections go to the first n.
+// none, a goroutine per connection), at most one less than GOMAXPROCS (and
+// at least one): a loop parked in Go's poller is woken promptly only while
+// a P is free to run the poller; with every P busy running a loop, a ready
+// loop could wait for sysmon's 10ms poll. Loops already started keep
+// serving their connections; new connections go to the first n.
 func SetEventLoops(n int) {
 	loops.mu.Lock()
 	if loops.force >= 0 {
 		n = loops.force
 	}
-	loops.n = max(n, 0)
+	loops.n = min(max(n, 0), maxLoops())
 	loops.mu.Unlock()
 }
+
+// maxLoops is the most event loops SetEventLoops allows.
+func maxLoops() int { return max(1, runtime.GOMAXPROCS(0)-1) }
 
 // pickLoop returns the loop for a new connection, or nil when loops are
 // off or cannot run here.
@@ -216,16 +226,18 @@ func (l *evloop) wait() int {
 }
 
 func (l *evloop) run() {
-	l.sweep = time.Now().Add(loopSweep)
+	l.now = time.Now()
+	l.sweep = l.now.Add(loopSweep)
 	for {
 		n := l.wait()
+		l.now = time.Now()
 		for i := 0; i < n; i++ {
 			ev := &l.evs[i]
 			l.event(ev.Fd, uint32(ev.Pad), ev.Events)
 		}
-		if now := time.Now(); !now.Before(l.sweep) {
-			l.expire(now)
-			l.sweep = now.Add(loopSweep)
+		if !l.now.Before(l.sweep) {
+			l.expire(l.now)
+			l.sweep = l.now.Add(loopSweep)
 		}
 	}
 }
@@ -268,8 +280,7 @@ func (l *evloop) event(slot int32, gen uint32, events uint32) {
 
 // register adds a descriptor to the loop's epoll set; the slot names it in
 // events.
-func (l *evloop) register(raw syscall.RawConn, cc *clientConn, bc *backendConn) (int32, uint32, bool) {
-	var slot int32
+func (l *evloop) register(raw syscall.RawConn, cc *clientConn, bc *backendConn) (slot int32, fd int, ok bool) {
 	if n := len(l.free); n > 0 {
 		slot = l.free[n-1]
 		l.free = l.free[:n-1]
@@ -282,12 +293,15 @@ func (l *evloop) register(raw syscall.RawConn, cc *clientConn, bc *backendConn) 
 	e.cc, e.bc = cc, bc
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot, Pad: int32(e.gen)}
 	var err error
-	ctl := raw.Control(func(fd uintptr) { err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, int(fd), &ev) })
+	ctl := raw.Control(func(d uintptr) {
+		fd = int(d)
+		err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev)
+	})
 	if ctl != nil || err != nil {
 		l.release(slot)
 		return 0, 0, false
 	}
-	return slot, e.gen, true
+	return slot, fd, true
 }
 
 // release frees a slot; events already taken for it are ignored (gen).
@@ -349,9 +363,6 @@ func (l *evloop) message(m loopMsg) {
 		l.adoptNow(cc)
 	case loopBack:
 		cc.lc.state = lcIdle
-		if !cc.in.dl.at.IsZero() { // a goroutine's read deadline must not cut the loop's reads
-			cc.in.setDeadline(time.Time{})
-		}
 		cc.lc.readable = true // whatever came while away left no edge for the loop
 		l.idle(cc)
 	case loopDrop:
@@ -407,7 +418,7 @@ func (l *evloop) adopt(cc *clientConn) {
 }
 
 func (l *evloop) adoptNow(cc *clientConn) {
-	slot, _, ok := l.register(cc.in.raw, cc, nil)
+	slot, fd, ok := l.register(cc.in.raw, cc, nil)
 	if !ok || cc.svc.isStopping() {
 		if ok {
 			l.release(slot)
@@ -415,7 +426,7 @@ func (l *evloop) adoptNow(cc *clientConn) {
 		cc.finish()
 		return
 	}
-	cc.lc.slot = slot
+	cc.lc.slot, cc.lc.fd, cc.out.fd = slot, fd, fd
 	l.conns[cc] = struct{}{}
 	cc.lc.state = lcIdle
 	cc.lc.readable = false // registering reports what is there already
@@ -453,18 +464,16 @@ func (l *evloop) idle(cc *clientConn) {
 		l.request(cc)
 		return
 	}
-	cc.in.release()
-	cc.out.release()
-	cc.toSrv.release()
+	// The buffers stay while the client is busy, and go back to the pool
+	// when it has been idle for a sweep (expire).
+	cc.lc.warm = true
 	if cc.svc.isStopping() {
 		l.end(cc)
 		return
 	}
 	cc.cfg = cc.svc.config()
 	cc.lc.state = lcIdle
-	now := time.Now()
-	cc.lc.due = now.Add(cc.cfg.Timeouts.Client)
-	cc.out.extendDeadline(now, cc.cfg.Timeouts.Client) // the loop's writes keep a live deadline
+	cc.lc.due = l.now.Add(cc.cfg.Timeouts.Client)
 	if cc.lc.readable {
 		l.read(cc)
 	}
@@ -473,11 +482,11 @@ func (l *evloop) idle(cc *clientConn) {
 // read takes what the client sent, and serves the request once its head is
 // whole.
 func (l *evloop) read(cc *clientConn) {
-	n, more, err := cc.in.fillNow()
+	n, more, err := cc.in.fillFD(cc.lc.fd)
 	cc.lc.readable = more
 	if n > 0 && cc.lc.state == lcIdle {
 		cc.lc.state = lcHead
-		cc.startExchange()
+		cc.startExchange(l.now)
 		cc.lc.due = cc.start.Add(cc.cfg.Timeouts.ClientHeader)
 	}
 	if cc.lc.state == lcIdle {
@@ -505,7 +514,7 @@ func headReady(b []byte) bool {
 // error that ended it).
 func (l *evloop) request(cc *clientConn) {
 	if cc.lc.state != lcHead { // a pipelined request
-		cc.startExchange()
+		cc.startExchange(l.now)
 	}
 	cc.lc.state = lcHead
 	// Without a whole head (the client closed, the buffer is full, or
@@ -541,19 +550,19 @@ func (l *evloop) request(cc *clientConn) {
 		if bc.lp != nil { // another loop's (with several loops)
 			bc.lp.unregisterFrom(bc)
 		}
-		slot, gen, ok := l.register(bc.in.raw, nil, bc)
+		slot, fd, ok := l.register(bc.in.raw, nil, bc)
 		if !ok {
 			l.away(cc, &resumed{rs: rs, bc: bc})
 			return
 		}
-		bc.lp, bc.lslot, bc.lgen = l, slot, gen
+		bc.lp, bc.lslot, bc.lgen, bc.lfd = l, slot, l.slots[slot].gen, fd
 	}
 	l.slots[bc.lslot].cc = cc
 	cc.backend.Store(bc)
 	cc.pool.remember(cc, &cc.choice, rs)
 	w := &cc.toSrv
 	w.reset(bc.conn, bc.in.raw)
-	w.noWait = true
+	w.noWait, w.fd = true, bc.lfd
 	cc.writeRequestHead(w)
 	if err := w.flush(); err != nil || len(w.spill) > 0 {
 		w.noWait = false
@@ -599,7 +608,7 @@ func (l *evloop) answer(cc *clientConn) {
 	var err error
 	for {
 		var more bool
-		_, more, err = bc.in.fillNow()
+		_, more, err = bc.in.fillFD(bc.lfd)
 		if !more || err != nil {
 			break
 		}
@@ -648,7 +657,7 @@ func (l *evloop) answer(cc *clientConn) {
 		l.handOff(cc) // ended early: relayResponse says so
 		return
 	}
-	now := time.Now()
+	now := l.now
 	_, _, reuse, keep := cc.answerHead(bc, n)
 	if framing == sized {
 		cl := int(resp.contentLength)
@@ -669,7 +678,6 @@ func (l *evloop) answer(cc *clientConn) {
 	case bc.private:
 		cc.keepOwn(bc, now)
 	default:
-		bc.in.extendDeadline(now, cc.poolCfg.Timeouts.Server)
 		rs.put(bc, now)
 	}
 	if werr != nil {
@@ -713,7 +721,7 @@ func (l *evloop) done(cc *clientConn, keep bool) {
 	keep = keep && !s.isStopping()
 	if len(cc.out.spill) > 0 {
 		cc.lc.state, cc.lc.keep = lcFlush, keep
-		cc.lc.due = time.Now().Add(cc.cfg.Timeouts.Client)
+		cc.lc.due = l.now.Add(cc.cfg.Timeouts.Client)
 		return
 	}
 	if !keep {
@@ -752,6 +760,11 @@ func (l *evloop) away(cc *clientConn, r *resumed) {
 }
 
 func (cc *clientConn) awayFromLoop(l *evloop, r *resumed) {
+	// The loop's reads and writes ignore the connection's deadlines, which
+	// may so have run out; this goroutine's must be live.
+	now := time.Now()
+	cc.out.extendDeadline(now, cc.cfg.Timeouts.Client)
+	cc.in.extendDeadline(now, cc.cfg.Timeouts.Client)
 	keep := cc.out.flushSpill() == nil
 	if keep {
 		keep = cc.proxyRequest(r)
@@ -772,13 +785,13 @@ func (cc *clientConn) awayFromLoop(l *evloop, r *resumed) {
 	l.post(cc, loopBack)
 }
 
-// startExchange begins the record of an exchange, as exchange does.
-func (cc *clientConn) startExchange() {
+// startExchange begins the record of an exchange at now.
+func (cc *clientConn) startExchange(now time.Time) {
 	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
 	cc.choice = choice{}
 	cc.tried = balancer.Tried{}
 	cc.gz = gzipPlan{}
-	cc.record = record{start: time.Now(), proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
+	cc.record = record{start: now, proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
 	cc.client, cc.clientIP, cc.peerTrusted = cc.peer, cc.peerIP, false
 }
 
@@ -786,6 +799,15 @@ func (cc *clientConn) startExchange() {
 func (l *evloop) expire(now time.Time) {
 	for cc := range l.conns {
 		lc := &cc.lc
+		if lc.state == lcIdle {
+			if lc.warm {
+				lc.warm = false
+			} else {
+				cc.in.release()
+				cc.out.release()
+				cc.toSrv.release()
+			}
+		}
 		if lc.due.IsZero() || now.Before(lc.due) {
 			continue
 		}
