@@ -164,6 +164,28 @@ real_server = [{ address = "10.0.0.1:80" }]
 			},
 		},
 		{
+			name: "global: event_loops out of range",
+			input: `[global]
+event_loops = -1
+[[virtual_service]]
+name = "web"
+listen = ":80"
+real_server = [{ address = "10.0.0.1:80" }]
+`,
+			want: []string{`lb.toml:2: global.event_loops: must be between 0 and 1024, got -1`},
+		},
+		{
+			name: "global: event_loops not a number",
+			input: `[global]
+event_loops = "2"
+[[virtual_service]]
+name = "web"
+listen = ":80"
+real_server = [{ address = "10.0.0.1:80" }]
+`,
+			want: []string{`lb.toml:2: global.event_loops: expected integer, got string "2"`},
+		},
+		{
 			name: "unknown keys and tables",
 			input: `[globl]
 [[virtual_service]]

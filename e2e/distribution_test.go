@@ -12,13 +12,7 @@ import (
 // client connection) and counts which real server answered each.
 func TestDistribution(t *testing.T) {
 	needCurl(t)
-	tests := []struct {
-		name      string
-		scheduler string
-		weights   []int
-		requests  int
-		want      []int // requests per real server
-	}{
+	tests := []distributionCase{
 		{"round robin equal", "round_robin", []int{1, 1, 1}, 30, []int{10, 10, 10}},
 		{"round robin ignores weights", "round_robin", []int{3, 1}, 40, []int{20, 20}},
 		{"round robin skips weight 0", "round_robin", []int{1, 0, 1}, 30, []int{15, 0, 15}},
@@ -26,39 +20,54 @@ func TestDistribution(t *testing.T) {
 		{"weighted round robin 1:2:3", "weighted_round_robin", []int{1, 2, 3}, 60, []int{10, 20, 30}},
 		{"least conn sequential", "least_conn", []int{1, 1, 1}, 30, []int{10, 10, 10}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			vip := freeAddr(t)
-			svc := service{listen: []string{vip}, opts: fmt.Sprintf("scheduler = %q\n", tt.scheduler)}
-			for i, w := range tt.weights {
-				b := newHTTPBackend(t, fmt.Sprintf("web%d", i+1), nil)
-				svc.real = append(svc.real, b.real(fmt.Sprintf("weight = %d\n", w)))
-			}
-			startFulcrum(t, config{services: []service{svc}})
+	// Both HTTP/1.1 engines: the event loops (the default) and a goroutine
+	// per client connection (event_loops = 0).
+	engines := []struct{ name, global string }{{"event loop", ""}, {"goroutines", defaultGlobal + "event_loops = 0\n"}}
+	for _, e := range engines {
+		for _, tt := range tests {
+			t.Run(e.name+"/"+tt.name, func(t *testing.T) { tt.run(t, e.global) })
+		}
+	}
+}
 
-			urls := make([]string, tt.requests)
-			for i := range urls {
-				urls[i] = "http://" + vip + "/"
-			}
-			r := curl(t, urls...)
-			if r.code != 0 {
-				t.Fatalf("curl: exit %d: %s", r.code, r.stderr)
-			}
-			count := map[string]int{}
-			lines := strings.Fields(r.stdout)
-			for _, name := range lines {
-				count[name]++
-			}
-			if len(lines) != tt.requests {
-				t.Fatalf("got %d answers, want %d: %q", len(lines), tt.requests, r.stdout)
-			}
-			for i, want := range tt.want {
-				name := fmt.Sprintf("web%d", i+1)
-				if count[name] != want {
-					t.Errorf("%s answered %d of %d requests, want %d (all: %v)", name, count[name], tt.requests, want, count)
-				}
-			}
-		})
+type distributionCase struct {
+	name      string
+	scheduler string
+	weights   []int
+	requests  int
+	want      []int // requests per real server
+}
+
+func (tt distributionCase) run(t *testing.T, global string) {
+	vip := freeAddr(t)
+	svc := service{listen: []string{vip}, opts: fmt.Sprintf("scheduler = %q\n", tt.scheduler)}
+	for i, w := range tt.weights {
+		b := newHTTPBackend(t, fmt.Sprintf("web%d", i+1), nil)
+		svc.real = append(svc.real, b.real(fmt.Sprintf("weight = %d\n", w)))
+	}
+	startFulcrum(t, config{global: global, services: []service{svc}})
+
+	urls := make([]string, tt.requests)
+	for i := range urls {
+		urls[i] = "http://" + vip + "/"
+	}
+	r := curl(t, urls...)
+	if r.code != 0 {
+		t.Fatalf("curl: exit %d: %s", r.code, r.stderr)
+	}
+	count := map[string]int{}
+	lines := strings.Fields(r.stdout)
+	for _, name := range lines {
+		count[name]++
+	}
+	if len(lines) != tt.requests {
+		t.Fatalf("got %d answers, want %d: %q", len(lines), tt.requests, r.stdout)
+	}
+	for i, want := range tt.want {
+		name := fmt.Sprintf("web%d", i+1)
+		if count[name] != want {
+			t.Errorf("%s answered %d of %d requests, want %d (all: %v)", name, count[name], tt.requests, want, count)
+		}
 	}
 }
 

@@ -56,7 +56,6 @@ type loopConn struct {
 	slot     int32
 	state    uint8
 	readable bool      // the socket may hold unread bytes (an edge came, or the last read filled the room)
-	warm     bool      // lcIdle: a request was served since the last sweep; the buffers are kept
 	keep     bool      // lcFlush: the connection serves another request once flushed
 	due      time.Time // end of the current wait; zero for none
 	rs       *realServer
@@ -464,9 +463,9 @@ func (l *evloop) idle(cc *clientConn) {
 		l.request(cc)
 		return
 	}
-	// The buffers stay while the client is busy, and go back to the pool
-	// when it has been idle for a sweep (expire).
-	cc.lc.warm = true
+	cc.in.release()
+	cc.out.release()
+	cc.toSrv.release()
 	if cc.svc.isStopping() {
 		l.end(cc)
 		return
@@ -799,15 +798,6 @@ func (cc *clientConn) startExchange(now time.Time) {
 func (l *evloop) expire(now time.Time) {
 	for cc := range l.conns {
 		lc := &cc.lc
-		if lc.state == lcIdle {
-			if lc.warm {
-				lc.warm = false
-			} else {
-				cc.in.release()
-				cc.out.release()
-				cc.toSrv.release()
-			}
-		}
 		if lc.due.IsZero() || now.Before(lc.due) {
 			continue
 		}
