@@ -443,6 +443,11 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 	} else {
 		bc = rs.get(!cc.bodyDone)
 	}
+	if bc != nil && bc.lp != nil {
+		// An event loop watches it (it served on it before): this
+		// goroutine's reads and writes must not wake the loop.
+		bc.lp.unregisterFrom(bc)
+	}
 	return cc.attemptWith(rs, bc)
 }
 

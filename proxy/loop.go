@@ -290,7 +290,7 @@ func (l *evloop) register(raw syscall.RawConn, cc *clientConn, bc *backendConn) 
 	e := &l.slots[slot]
 	e.gen++
 	e.cc, e.bc = cc, bc
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot, Pad: int32(e.gen)}
+	ev := unix.EpollEvent{Events: loopEvents, Fd: slot, Pad: int32(e.gen)}
 	var err error
 	ctl := raw.Control(func(d uintptr) {
 		fd = int(d)
@@ -362,7 +362,8 @@ func (l *evloop) message(m loopMsg) {
 		l.adoptNow(cc)
 	case loopBack:
 		cc.lc.state = lcIdle
-		cc.lc.readable = true // whatever came while away left no edge for the loop
+		cc.lc.readable = false
+		l.watch(cc, loopEvents) // reports what came while away
 		l.idle(cc)
 	case loopDrop:
 		l.forget(cc)
@@ -755,7 +756,19 @@ func (l *evloop) flush(cc *clientConn) {
 func (l *evloop) away(cc *clientConn, r *resumed) {
 	loops.handed.Add(1)
 	cc.lc.state, cc.lc.due = lcAway, time.Time{}
+	l.watch(cc, 0) // the goroutine's reads and writes must not wake the loop
 	go cc.awayFromLoop(l, r)
+}
+
+// loopEvents is what a loop watches on its descriptors, edge-triggered.
+const loopEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+// watch sets what the loop watches on a client's descriptor: loopEvents, or
+// nothing while a goroutine serves it. Watching again reports at once what
+// is ready already.
+func (l *evloop) watch(cc *clientConn, events uint32) {
+	ev := unix.EpollEvent{Events: events, Fd: cc.lc.slot, Pad: int32(l.slots[cc.lc.slot].gen)}
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_MOD, cc.lc.fd, &ev)
 }
 
 func (cc *clientConn) awayFromLoop(l *evloop, r *resumed) {
