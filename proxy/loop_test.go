@@ -307,3 +307,47 @@ func TestLoopShutdownClosesIdle(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopCountFollowsReload: global.event_loops applies to the connections
+// that come after a start or a reload.
+func TestLoopCountFollowsReload(t *testing.T) {
+	force := loops.force
+	loops.force = -1 // the configuration decides here
+	t.Cleanup(func() {
+		loops.force = force
+		SetEventLoops(force)
+	})
+	backend := namedBackend(t, "a")
+	vs := testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})
+	cfg := testConfig(vs)
+	cfg.Global.EventLoops = 1
+	p := startProxy(t, cfg)
+	addr := p.Services()[0].Addrs()[0].String()
+	servedBy := func() uint64 {
+		cl := dialClient(t, addr)
+		cl.get() // the pool's first connection
+		served := loops.served.Load()
+		if status, body := cl.get(); status != 200 || body != "a" {
+			t.Fatalf("got %d %q", status, body)
+		}
+		for deadline := time.Now().Add(2 * time.Second); loops.served.Load() == served && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		return loops.served.Load() - served
+	}
+	if n := servedBy(); n != 1 {
+		t.Fatalf("event_loops = 1: the loop served %d requests, want 1", n)
+	}
+	next := *vs
+	cfg2 := testConfig(&next)
+	cfg2.Global.EventLoops = 0
+	if err := p.Apply(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if l := pickLoop(); l != nil {
+		t.Fatal("after a reload to event_loops = 0, new connections still go to a loop")
+	}
+	if status, body := dialClient(t, addr).get(); status != 200 || body != "a" {
+		t.Fatalf("after the reload: got %d %q", status, body)
+	}
+}

@@ -38,7 +38,6 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	if err := checkTransparent(cfg); err != nil {
 		return err
 	}
-	SetEventLoops(cfg.Global.EventLoops) // for connections from now on
 	old := make(map[string]*Service, len(p.services))
 	for _, s := range p.services {
 		old[s.Name] = s
@@ -132,6 +131,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	p.services = next
 	p.cfg = cfg
+	SetEventLoops(cfg.Global.EventLoops) // for connections from now on
 	if p.started {
 		p.l4.sync(next) // removed L4 services leave the kernel now
 	}
