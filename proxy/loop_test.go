@@ -185,14 +185,8 @@ func TestLoopTimeouts(t *testing.T) {
 	// The real server answers the first request of a connection, then
 	// goes silent: the second request meets the loop's own wait.
 	silent := listenTCP(t, func(c net.Conn) {
-		buf := make([]byte, 4096)
-		n := 0
-		for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
-			m, err := c.Read(buf[n:])
-			if err != nil {
-				return
-			}
-			n += m
+		if !readRequestHead(c) {
+			return
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 		io.Copy(io.Discard, c)
@@ -255,16 +249,9 @@ func TestLoopTimeouts(t *testing.T) {
 func TestLoopReplaysOnClosedPooledConn(t *testing.T) {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	backend := listenTCP(t, func(c net.Conn) {
-		buf := make([]byte, 4096)
-		n := 0
-		for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
-			m, err := c.Read(buf[n:])
-			if err != nil {
-				return
-			}
-			n += m
+		if readRequestHead(c) {
+			c.Write(resp)
 		}
-		c.Write(resp)
 	})
 	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
 	cl := dialClient(t, p.Services()[0].Addrs()[0].String())
@@ -350,4 +337,19 @@ func TestLoopCountFollowsReload(t *testing.T) {
 	if status, body := dialClient(t, addr).get(); status != 200 || body != "a" {
 		t.Fatalf("after the reload: got %d %q", status, body)
 	}
+}
+
+// readRequestHead reads from c until a whole request head (of a request
+// without a body) came; it reports false if c ended first.
+func readRequestHead(c net.Conn) bool {
+	buf := make([]byte, 4096)
+	n := 0
+	for !bytes.Contains(buf[:n], []byte("\r\n\r\n")) {
+		m, err := c.Read(buf[n:])
+		if err != nil {
+			return false
+		}
+		n += m
+	}
+	return true
 }
