@@ -55,11 +55,10 @@ type loopConn struct {
 	fd       int // the client connection's descriptor
 	slot     int32
 	state    uint8
-	readable bool      // the socket may hold unread bytes (an edge came, or the last read filled the room)
-	keep     bool      // lcFlush: the connection serves another request once flushed
-	due      time.Time // end of the current wait; zero for none
-	rs       *realServer
-	bc       *backendConn // lcServer: the exchange's real-server connection
+	readable bool         // the socket may hold unread bytes (an edge came, or the last read filled the room)
+	keep     bool         // lcFlush: the connection serves another request once flushed
+	due      time.Time    // end of the current wait; zero for none
+	bc       *backendConn // lcServer: the exchange's real-server connection (to record.rs)
 }
 
 // Messages to a loop from other goroutines.
@@ -399,7 +398,7 @@ func (l *evloop) message(m loopMsg) {
 			return
 		}
 		if cc.lc.state == lcServer { // as a goroutine's exchange would: send the request again
-			rs := cc.lc.rs
+			rs := cc.rs
 			l.endAttempt(cc, true)
 			l.away(cc, &resumed{rs: rs})
 		}
@@ -578,7 +577,7 @@ func (l *evloop) request(cc *clientConn) {
 		return
 	}
 	w.noWait = false
-	cc.lc.state, cc.lc.rs, cc.lc.bc = lcServer, rs, bc
+	cc.lc.state, cc.lc.bc = lcServer, bc
 	cc.lc.due = cc.start.Add(cc.poolCfg.Timeouts.Server)
 }
 
@@ -623,7 +622,7 @@ func (l *evloop) answer(cc *clientConn) {
 			// A pooled connection the real server had closed: the
 			// request was not received; a goroutine sends it again on
 			// a fresh one.
-			rs := cc.lc.rs
+			rs := cc.rs
 			l.endAttempt(cc, true)
 			l.away(cc, &resumed{rs: rs})
 			return
@@ -666,7 +665,7 @@ func (l *evloop) answer(cc *clientConn) {
 		cc.bytesOut = int64(cl)
 	}
 	werr := cc.out.flush()
-	rs := cc.lc.rs
+	rs := cc.rs
 	l.slots[bc.lslot].cc = nil
 	cc.lc.bc = nil
 	cc.backend.Store(nil)
@@ -694,7 +693,7 @@ func (l *evloop) handOff(cc *clientConn) {
 	l.slots[bc.lslot].cc = nil
 	l.unregister(bc)
 	cc.lc.bc = nil
-	l.away(cc, &resumed{rs: cc.lc.rs, bc: bc, sent: true})
+	l.away(cc, &resumed{rs: cc.rs, bc: bc, sent: true})
 }
 
 // endAttempt ends the wait for the real server's answer: bc is closed
@@ -707,7 +706,7 @@ func (l *evloop) endAttempt(cc *clientConn, replay bool) {
 	cc.lc.bc = nil
 	cc.backend.Store(nil)
 	if !replay {
-		cc.pool.Pool.Release(cc.lc.rs.Server)
+		cc.pool.Pool.Release(cc.rs.Server)
 	}
 }
 
