@@ -107,9 +107,11 @@ func TestLoopServesOrHandsOff(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cl := dialClient(t, addr)
+			s0, h0 := loops.served.Load(), loops.handed.Load()
 			if status, body := small(cl); status != 200 || body != "small" { // warms the pool
 				t.Fatalf("first GET: %d %q", status, body)
 			}
+			settle(s0, h0)
 			served, handed := loops.served.Load(), loops.handed.Load()
 			status, body := cl.roundTrip(tt.raw, tt.method)
 			if status != tt.status || (tt.body != "" && body != tt.body) {
@@ -121,19 +123,28 @@ func TestLoopServesOrHandsOff(t *testing.T) {
 			if status == 400 {
 				return // the connection ends after a malformed request
 			}
+			settle(served, handed)
 			served, handed = loops.served.Load(), loops.handed.Load()
 			if status, body := small(cl); status != 200 || body != "small" {
 				t.Fatalf("GET after it: %d %q", status, body)
 			}
-			// The loop counts an exchange just after its answer went out.
-			for deadline := time.Now().Add(2 * time.Second); loops.served.Load() == served && time.Now().Before(deadline); {
-				time.Sleep(time.Millisecond)
-			}
+			settle(served, handed)
 			if loops.handed.Load() != handed || loops.served.Load() != served+1 {
 				t.Errorf("the GET after it was not served by the loop (served +%d, handed +%d)",
 					loops.served.Load()-served, loops.handed.Load()-handed)
 			}
 		})
+	}
+}
+
+// settle waits until the exchange that began when the loops' counters
+// stood at served and handed is counted: one handed to a goroutine is
+// counted before its answer, one the loop serves just after its answer
+// went out, so the client may read it first.
+func settle(served, handed uint64) {
+	for deadline := time.Now().Add(2 * time.Second); loops.handed.Load() == handed && loops.served.Load() == served &&
+		time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -312,14 +323,14 @@ func TestLoopCountFollowsReload(t *testing.T) {
 	addr := p.Services()[0].Addrs()[0].String()
 	servedBy := func() uint64 {
 		cl := dialClient(t, addr)
+		s0, h0 := loops.served.Load(), loops.handed.Load()
 		cl.get() // the pool's first connection
-		served := loops.served.Load()
+		settle(s0, h0)
+		served, handed := loops.served.Load(), loops.handed.Load()
 		if status, body := cl.get(); status != 200 || body != "a" {
 			t.Fatalf("got %d %q", status, body)
 		}
-		for deadline := time.Now().Add(2 * time.Second); loops.served.Load() == served && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
-		}
+		settle(served, handed)
 		return loops.served.Load() - served
 	}
 	if n := servedBy(); n != 1 {
