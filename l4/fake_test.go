@@ -136,19 +136,25 @@ func (f *fakeIPVS) Destinations(s ipvs.Service) ([]ipvs.DestinationExtended, err
 	return out, nil
 }
 
-func (f *fakeIPVS) findDest(fs *fakeService, d ipvs.Destination) int {
-	return slices.IndexFunc(fs.dests, func(x ipvs.Destination) bool { return x.Address == d.Address && x.Port == d.Port })
-}
-
-func (f *fakeIPVS) CreateDestination(s ipvs.Service, d ipvs.Destination) error {
-	if err := f.op("CreateDestination", s, &d); err != nil {
-		return err
+// dest records op and finds d in s: the service (ESRCH when it does not
+// exist) and d's index in it, -1 when it has no such destination.
+func (f *fakeIPVS) dest(op string, s ipvs.Service, d ipvs.Destination) (*fakeService, int, error) {
+	if err := f.op(op, s, &d); err != nil {
+		return nil, -1, err
 	}
 	_, fs := f.find(s)
 	if fs == nil {
-		return syscall.ESRCH
+		return nil, -1, syscall.ESRCH
 	}
-	if f.findDest(fs, d) >= 0 {
+	return fs, slices.IndexFunc(fs.dests, func(x ipvs.Destination) bool { return x.Address == d.Address && x.Port == d.Port }), nil
+}
+
+func (f *fakeIPVS) CreateDestination(s ipvs.Service, d ipvs.Destination) error {
+	fs, i, err := f.dest("CreateDestination", s, d)
+	switch {
+	case err != nil:
+		return err
+	case i >= 0:
 		return syscall.EEXIST
 	}
 	fs.dests = append(fs.dests, d)
@@ -156,15 +162,11 @@ func (f *fakeIPVS) CreateDestination(s ipvs.Service, d ipvs.Destination) error {
 }
 
 func (f *fakeIPVS) UpdateDestination(s ipvs.Service, d ipvs.Destination) error {
-	if err := f.op("UpdateDestination", s, &d); err != nil {
+	fs, i, err := f.dest("UpdateDestination", s, d)
+	switch {
+	case err != nil:
 		return err
-	}
-	_, fs := f.find(s)
-	if fs == nil {
-		return syscall.ESRCH
-	}
-	i := f.findDest(fs, d)
-	if i < 0 {
+	case i < 0:
 		return syscall.ENOENT
 	}
 	fs.dests[i] = d
@@ -172,15 +174,11 @@ func (f *fakeIPVS) UpdateDestination(s ipvs.Service, d ipvs.Destination) error {
 }
 
 func (f *fakeIPVS) RemoveDestination(s ipvs.Service, d ipvs.Destination) error {
-	if err := f.op("RemoveDestination", s, &d); err != nil {
+	fs, i, err := f.dest("RemoveDestination", s, d)
+	switch {
+	case err != nil:
 		return err
-	}
-	_, fs := f.find(s)
-	if fs == nil {
-		return syscall.ESRCH
-	}
-	i := f.findDest(fs, d)
-	if i < 0 {
+	case i < 0:
 		return syscall.ENOENT
 	}
 	fs.dests = slices.Delete(fs.dests, i, i+1)

@@ -518,7 +518,16 @@ func TestH2Maintenance(t *testing.T) {
 		answer <- resp.StatusCode
 	}()
 	waitFor(t, func() bool { return e.p.Services()[0].Pool.Servers()[0].Active() == 1 })
-	if err := e.p.SetState("web", "a", "maintenance"); err != nil {
+	expectCut(t, answer, func() error { return e.p.SetState("web", "a", "maintenance") },
+		"the request to the server in maintenance goes on")
+}
+
+// expectCut puts a real server into maintenance (cut) while a request to it
+// is in flight, and checks that the request ends with 502 (its status on
+// answer) within 5s; stuck says what failed otherwise.
+func expectCut(t *testing.T, answer <-chan int, cut func() error, stuck string) {
+	t.Helper()
+	if err := cut(); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -527,7 +536,7 @@ func TestH2Maintenance(t *testing.T) {
 			t.Errorf("status %d, want 502", got)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the request to the server in maintenance goes on")
+		t.Fatal(stuck)
 	}
 }
 

@@ -312,6 +312,16 @@ func (cc *clientConn) exchange() bool {
 	return keep && !s.isStopping()
 }
 
+// startExchange begins the record of an exchange at now.
+func (cc *clientConn) startExchange(now time.Time) {
+	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
+	cc.choice = choice{}
+	cc.tried = balancer.Tried{}
+	cc.gz = gzipPlan{}
+	cc.record = record{start: now, proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
+	cc.client, cc.clientIP, cc.peerTrusted = cc.peer, cc.peerIP, false
+}
+
 func (cc *clientConn) serveRequest() bool {
 	if done, keep := cc.prepare(); done {
 		return keep

@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fulcrumlb/fulcrum/balancer"
 	"github.com/fulcrumlb/fulcrum/config"
 )
 
@@ -794,16 +793,6 @@ func (cc *clientConn) awayFromLoop(l *evloop, r *resumed) {
 	}
 	cc.out.noWait = true
 	l.post(cc, loopBack)
-}
-
-// startExchange begins the record of an exchange at now.
-func (cc *clientConn) startExchange(now time.Time) {
-	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
-	cc.choice = choice{}
-	cc.tried = balancer.Tried{}
-	cc.gz = gzipPlan{}
-	cc.record = record{start: now, proto: protoHTTP11, logMethod: cc.logMethod[:0], logTarget: cc.logTarget[:0]}
-	cc.client, cc.clientIP, cc.peerTrusted = cc.peer, cc.peerIP, false
 }
 
 // expire acts on the waits that ran past their timeouts.

@@ -780,17 +780,8 @@ func TestPoolMaintenanceCuts(t *testing.T) {
 		answer <- resp.StatusCode
 	}()
 	waitFor(t, func() bool { return started.Load() > 0 })
-	if err := e.p.SetState("api", "api1", "maintenance"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case got := <-answer:
-		if got != 502 {
-			t.Errorf("status %d, want 502", got)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the exchange with the real server in maintenance was not cut")
-	}
+	expectCut(t, answer, func() error { return e.p.SetState("api", "api1", "maintenance") },
+		"the exchange with the real server in maintenance was not cut")
 }
 
 // TestRouteToH2Pool: a route to a pool whose real server speaks only HTTP/2
