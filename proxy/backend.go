@@ -50,19 +50,17 @@ type backendConn struct {
 
 // get returns a pooled connection, or nil when the pool has no live one.
 // With check, the connection is checked however briefly it was idle (the
-// request cannot be replayed if it proves closed).
-func (rs *realServer) get(check bool) *backendConn {
+// request cannot be replayed if it proves closed). It takes one the event
+// loop l watches already if there is one (nil: one no loop watches),
+// sparing the move from one epoll set to another.
+func (rs *realServer) get(check bool, l *evloop) *backendConn {
 	for {
 		rs.mu.Lock()
-		n := len(rs.idle)
-		if n == 0 {
-			rs.mu.Unlock()
+		bc := rs.popIdle(l)
+		rs.mu.Unlock()
+		if bc == nil {
 			return nil
 		}
-		bc := rs.idle[n-1]
-		rs.idle[n-1] = nil
-		rs.idle = rs.idle[:n-1]
-		rs.mu.Unlock()
 		if (!check && time.Since(bc.idleSince) < staleCheckAfter) || bc.alive() {
 			return bc
 		}
@@ -147,14 +145,47 @@ func (rs *realServer) put(bc *backendConn, now time.Time) {
 	bc.in.release()
 	bc.idleSince = now
 	rs.mu.Lock()
-	if len(rs.idle) < maxIdlePerServer && !rs.retired {
-		rs.idle = append(rs.idle, bc)
+	if rs.nidle < maxIdlePerServer && !rs.retired {
+		i := 0
+		if bc.lp != nil {
+			i = bc.lp.id
+		}
+		for len(rs.idle) <= i {
+			rs.idle = append(rs.idle, nil)
+		}
+		rs.idle[i] = append(rs.idle[i], bc)
+		rs.nidle++
 		bc = nil
 	}
 	rs.mu.Unlock()
 	if bc != nil {
 		bc.close()
 	}
+}
+
+// popIdle takes the most recently used idle connection, one loop l
+// watches if any (rs.mu held).
+func (rs *realServer) popIdle(l *evloop) *backendConn {
+	if rs.nidle == 0 {
+		return nil
+	}
+	i := 0
+	if l != nil {
+		i = l.id
+	}
+	if i >= len(rs.idle) || len(rs.idle[i]) == 0 {
+		for i = range rs.idle {
+			if len(rs.idle[i]) > 0 {
+				break
+			}
+		}
+	}
+	s := rs.idle[i]
+	bc := s[len(s)-1]
+	s[len(s)-1] = nil
+	rs.idle[i] = s[:len(s)-1]
+	rs.nidle--
+	return bc
 }
 
 // reap closes pooled connections idle since before the cutoff; with a zero
@@ -165,19 +196,20 @@ func (rs *realServer) reap(cutoff time.Time) {
 		t.CloseIdleConnections()
 	}
 	rs.mu.Lock()
-	keep := rs.idle[:0]
 	var old []*backendConn
-	for _, bc := range rs.idle {
-		if cutoff.IsZero() || bc.idleSince.Before(cutoff) {
-			old = append(old, bc)
-		} else {
-			keep = append(keep, bc)
+	for i, s := range rs.idle {
+		keep := s[:0]
+		for _, bc := range s {
+			if cutoff.IsZero() || bc.idleSince.Before(cutoff) {
+				old = append(old, bc)
+			} else {
+				keep = append(keep, bc)
+			}
 		}
+		clear(s[len(keep):])
+		rs.idle[i] = keep
 	}
-	for i := len(keep); i < len(rs.idle); i++ {
-		rs.idle[i] = nil
-	}
-	rs.idle = keep
+	rs.nidle -= len(old)
 	rs.mu.Unlock()
 	for _, bc := range old {
 		bc.close()

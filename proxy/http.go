@@ -451,7 +451,7 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 	if rs.private() {
 		bc = cc.takeOwn(rs, !cc.bodyDone)
 	} else {
-		bc = rs.get(!cc.bodyDone)
+		bc = rs.get(!cc.bodyDone, nil)
 	}
 	if bc != nil && bc.lp != nil {
 		// An event loop watches it (it served on it before): this

@@ -86,6 +86,7 @@ type loopSlot struct {
 
 // evloop is one event loop.
 type evloop struct {
+	id     int // 1, 2, … in start order: its pool in realServer.idle
 	ep     int
 	wake   int // eventfd: slot 0
 	file   *os.File
@@ -152,6 +153,7 @@ func pickLoop() *evloop {
 			return nil
 		}
 		loops.all = append(loops.all, l)
+		l.id = len(loops.all)
 		go l.run()
 	}
 	i := loops.next.Add(1) % uint32(loops.n)
@@ -538,7 +540,7 @@ func (l *evloop) request(cc *clientConn) {
 	if rs.private() {
 		bc = cc.takeOwn(rs, false)
 	} else {
-		bc = rs.get(false)
+		bc = rs.get(false, l)
 	}
 	if bc == nil || rs.h2 {
 		l.away(cc, &resumed{rs: rs, bc: bc})

@@ -364,3 +364,38 @@ func readRequestHead(c net.Conn) bool {
 	}
 	return true
 }
+
+// TestPoolPrefersItsLoop: a loop takes the idle connections its own epoll
+// set holds first (a move to another set costs two epoll_ctl calls and a
+// message to the other loop), then those no loop holds, then another
+// loop's; each set LIFO.
+func TestPoolPrefersItsLoop(t *testing.T) {
+	l1, l2 := &evloop{id: 1}, &evloop{id: 2}
+	rs := &realServer{}
+	mk := func(lp *evloop) *backendConn {
+		bc := &backendConn{rs: rs, lp: lp}
+		rs.put(bc, time.Now())
+		return bc
+	}
+	free1, free2 := mk(nil), mk(nil)
+	a1, a2 := mk(l1), mk(l1)
+	b1 := mk(l2)
+	tests := []struct {
+		l    *evloop
+		want *backendConn
+	}{
+		{l1, a2}, {l1, a1}, // its own, newest first
+		{l1, free2},  // then one no loop holds
+		{nil, free1}, // a goroutine takes those first too
+		{nil, b1},    // then another loop's
+		{l2, nil},    // empty
+	}
+	for i, tt := range tests {
+		if got := rs.get(false, tt.l); got != tt.want {
+			t.Fatalf("get %d: got %p, want %p", i, got, tt.want)
+		}
+	}
+	if rs.nidle != 0 {
+		t.Fatalf("nidle = %d after taking all, want 0", rs.nidle)
+	}
+}

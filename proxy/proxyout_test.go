@@ -220,7 +220,7 @@ func TestPrivateConnections(t *testing.T) {
 			}
 			rs := p.Services()[0].reals.Load().list[0]
 			rs.mu.Lock()
-			pooled := len(rs.idle)
+			pooled := rs.nidle
 			rs.mu.Unlock()
 			if pooled != 0 {
 				t.Fatalf("%d private connections went to the shared pool", pooled)

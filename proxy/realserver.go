@@ -37,9 +37,13 @@ type realServer struct {
 	// is outside its pool: no persistence remembers it.
 	fallback bool
 
-	mu      sync.Mutex
-	idle    []*backendConn // LIFO: the most recently used first, the warmest
-	retired bool           // removed from its service: pool nothing more
+	mu sync.Mutex
+	// idle holds the pooled connections by the event loop whose epoll set
+	// holds them (idle[l.id]; idle[0]: none), each LIFO: the most recently
+	// used last, the warmest. nidle counts them all.
+	idle    [][]*backendConn
+	nidle   int
+	retired bool // removed from its service: pool nothing more
 
 	// Counters, read by Status.
 	requests      atomic.Uint64
