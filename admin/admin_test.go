@@ -84,7 +84,7 @@ func newFakeRuntime() *fakeRuntime {
 					rs("db1", "10.0.1.1:5432", proxy.ColorRed, "down", config.StateReady, 1),
 				},
 			},
-		}},
+		}, EventLoops: proxy.EventLoopStatus{Running: 2, Served: 900, HandedOff: 100}},
 		events: []proxy.Event{
 			{ID: 1, Time: checked, Kind: proxy.EventHealth, Service: "db", RealServer: "db1", Message: "down: connection refused"},
 			{ID: 2, Time: checked.Add(time.Second), Kind: proxy.EventReload, Message: "configuration reloaded"},
@@ -113,7 +113,7 @@ func (f *fakeRuntime) Calls() []string {
 func (f *fakeRuntime) Status() proxy.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := proxy.Status{Services: slices.Clone(f.status.Services)}
+	out := proxy.Status{Services: slices.Clone(f.status.Services), EventLoops: f.status.EventLoops}
 	for i := range out.Services {
 		out.Services[i].RealServers = slices.Clone(out.Services[i].RealServers)
 	}

@@ -17,8 +17,9 @@ import (
 // statusResponse is GET /api/v1/status: the proxy's snapshot plus the
 // request and error rates of the last few seconds.
 type statusResponse struct {
-	Time     time.Time     `json:"time"`
-	Services []serviceJSON `json:"services"`
+	Time       time.Time             `json:"time"`
+	Services   []serviceJSON         `json:"services"`
+	EventLoops proxy.EventLoopStatus `json:"event_loops"`
 }
 
 // serviceJSON is one virtual service with its rates. Its RealServers
@@ -78,7 +79,7 @@ func checkWeight(w *int) error {
 func (s *Server) status() statusResponse {
 	st := s.rt.Status()
 	rates := s.rates.rates()
-	out := statusResponse{Time: s.now(), Services: make([]serviceJSON, len(st.Services))}
+	out := statusResponse{Time: s.now(), Services: make([]serviceJSON, len(st.Services)), EventLoops: st.EventLoops}
 	for i, vs := range st.Services {
 		out.Services[i] = s.serviceJSON(vs, rates)
 	}

@@ -77,12 +77,19 @@ var (
 	descRSPacketsOut = prometheus.NewDesc("fulcrum_real_server_sent_packets_total",
 		"Packets IPVS forwarded to the real server; L4 services only.", rsLabels, nil)
 
+	descEventLoops = prometheus.NewDesc("fulcrum_event_loops",
+		"Event loops serving plain HTTP/1.1 clients (global.event_loops) started so far.", nil, nil)
+	descLoopExchanges = prometheus.NewDesc("fulcrum_event_loop_exchanges_total",
+		`HTTP/1.1 exchanges the event loops took: path="loop" served whole in a loop, path="goroutine" `+
+			"handed to a goroutine (a request body, a dial, a large or chunked answer, ...).", []string{"path"}, nil)
+
 	allDescs = []*prometheus.Desc{
 		descServiceRequests, descServiceErrors, descServiceActive, descServiceQueue, descServiceColor,
 		descServiceFallbackActive, descServiceFallbackRequests, descServiceRateLimited,
 		descRSRequests, descRSResponses, descRSBytesIn, descRSBytesOut, descRSActive, descRSMaxConns,
 		descRSUp, descRSState, descRSWeight, descRSEffWeight, descRSCheckLatency, descRSCheckOK,
 		descRSCheckTime, descRSRetries, descRSConnectErrors, descRSInactive, descRSPacketsIn, descRSPacketsOut,
+		descEventLoops, descLoopExchanges,
 	}
 	colors      = []string{proxy.ColorGreen, proxy.ColorYellow, proxy.ColorRed, proxy.ColorBlue}
 	adminStates = []string{config.StateReady, config.StateDrain, config.StateMaintenance}
@@ -107,7 +114,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	for _, vs := range c.rt.Status().Services {
+	st := c.rt.Status()
+	gauge(descEventLoops, float64(st.EventLoops.Running))
+	counter(descLoopExchanges, st.EventLoops.Served, "loop")
+	counter(descLoopExchanges, st.EventLoops.HandedOff, "goroutine")
+	for _, vs := range st.Services {
 		counter(descServiceRequests, vs.Requests, vs.Name)
 		counter(descServiceErrors, vs.Errors, vs.Name)
 		counter(descServiceRateLimited, vs.RateLimited, vs.Name)

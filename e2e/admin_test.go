@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -308,6 +309,13 @@ func TestAdminAPIAndCtl(t *testing.T) {
 	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s (status %d)", want, code)
+		}
+	}
+	// The default starts event loops, which served the GETs above (once
+	// the pool held a connection to each real server).
+	for _, re := range []string{`(?m)^fulcrum_event_loops [1-9]`, `(?m)^fulcrum_event_loop_exchanges_total\{path="loop"\} [1-9]`} {
+		if !regexp.MustCompile(re).MatchString(body) {
+			t.Errorf("metrics lack %s", re)
 		}
 	}
 	if req, _ := http.NewRequest("GET", base+"/metrics", nil); req != nil {

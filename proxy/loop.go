@@ -138,6 +138,13 @@ func SetEventLoops(n int) {
 // maxLoops is the most event loops SetEventLoops allows.
 func maxLoops() int { return max(1, runtime.GOMAXPROCS(0)-1) }
 
+func loopStatus() EventLoopStatus {
+	loops.mu.Lock()
+	running := len(loops.all)
+	loops.mu.Unlock()
+	return EventLoopStatus{Running: running, Served: loops.served.Load(), HandedOff: loops.handed.Load()}
+}
+
 // pickLoop returns the loop for a new connection, or nil when loops are
 // off or cannot run here.
 func pickLoop() *evloop {

@@ -20,7 +20,7 @@ func (p *Proxy) Status() Status {
 	p.mu.Lock()
 	services := append([]*Service(nil), p.services...)
 	p.mu.Unlock()
-	st := Status{Services: make([]ServiceStatus, 0, len(services))}
+	st := Status{Services: make([]ServiceStatus, 0, len(services)), EventLoops: loopStatus()}
 	ipvs := p.l4.stats() // nil without L4 services
 	for _, s := range services {
 		ss := s.status()

@@ -23,7 +23,21 @@ const (
 
 // Status is a snapshot of every virtual service, in configuration order.
 type Status struct {
-	Services []ServiceStatus `json:"services"`
+	Services   []ServiceStatus `json:"services"`
+	EventLoops EventLoopStatus `json:"event_loops"`
+}
+
+// EventLoopStatus is what the event loops serving plain HTTP/1.1 clients
+// (global.event_loops) have done since the process started.
+type EventLoopStatus struct {
+	// Running is the loops started (they start with their first client).
+	Running int `json:"running"`
+	// Served counts the exchanges a loop served whole; HandedOff those it
+	// gave to a goroutine (a request body, a dial, a large or chunked
+	// answer, …). Many handed off means the traffic mostly leaves the
+	// loops' fast path.
+	Served    uint64 `json:"served"`
+	HandedOff uint64 `json:"handed_off"`
 }
 
 // ServiceStatus is a snapshot of one virtual service.
