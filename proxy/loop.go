@@ -138,6 +138,7 @@ func SetEventLoops(n int) {
 // maxLoops is the most event loops SetEventLoops allows.
 func maxLoops() int { return max(1, runtime.GOMAXPROCS(0)-1) }
 
+// loopStatus is the loops' part of Status.
 func loopStatus() EventLoopStatus {
 	loops.mu.Lock()
 	running := len(loops.all)
