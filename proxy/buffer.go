@@ -201,23 +201,12 @@ func (b *reader) fillFD(fd int) (n int, more bool, err error) {
 	if !b.makeRoom() {
 		return 0, false, errFull
 	}
-	p := b.buf[b.w:]
-	for {
-		m, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch {
-		case errno == syscall.EINTR:
-			continue
-		case errno == syscall.EAGAIN:
-			b.release()
-			return 0, false, nil
-		case errno != 0:
-			return 0, false, errno
-		case m == 0:
-			return 0, false, io.EOF
-		}
-		b.w += int(m)
-		return int(m), int(m) == len(p), nil
-	}
+	w := b.w
+	b.rawErr, b.noWait = nil, true
+	b.readFD(uintptr(fd))
+	b.noWait = false
+	n = b.w - w
+	return n, b.w == bufSize, b.rawErr
 }
 
 // release gives the buffer back to the pool if it holds no unread bytes.
@@ -317,12 +306,11 @@ func (w *writer) sendSpill() (bool, error) {
 // connection over from an event loop.
 func (w *writer) flushSpill() error {
 	w.noWait = false
-	p := w.spill
-	w.spill = nil
-	if len(p) == 0 {
+	if len(w.spill) == 0 {
 		return nil
 	}
-	return w.write(p)
+	_, err := w.sendSpill()
+	return err
 }
 
 // writeFD is the RawConn.Write callback: a raw write(2), for the reason

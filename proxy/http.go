@@ -699,7 +699,8 @@ func (cc *clientConn) relayResponse(bc *backendConn, replayable bool) (keep, rep
 		}
 		bc.in.discard(n)
 	}
-	framing, dechunk, reuse, keep := cc.answerHead(bc, n)
+	framing := cc.framingOf()
+	dechunk, reuse, keep := cc.answerHead(bc, n, framing)
 	now = time.Now() // the response may have been long in coming
 	down := flow{src: &bc.in, dst: &cc.out, readTimeout: cc.poolCfg.Timeouts.Server, writeTimeout: cc.cfg.Timeouts.Client, now: now}
 	var err error
@@ -762,14 +763,13 @@ func (cc *clientConn) framingOf() int {
 }
 
 // answerHead passes on the final response head (n bytes in bc.in, parsed
-// into cc.resp): it decides the framing of the body, whether bc and the
-// client connection are kept, and writes the head to the client.
-func (cc *clientConn) answerHead(bc *backendConn, n int) (framing int, dechunk, reuse, keep bool) {
+// into cc.resp, its body's framing from framingOf): it decides whether bc
+// and the client connection are kept, and writes the head to the client.
+func (cc *clientConn) answerHead(bc *backendConn, n, framing int) (dechunk, reuse, keep bool) {
 	resp := &cc.resp
 	cc.consumeHead()
 	cc.status = resp.status
 	cc.learnAll(bc.rs)
-	framing = cc.framingOf()
 	dechunk = framing == chunked && cc.req.minor == 0 // HTTP/1.0 has no chunked
 	reuse = !resp.connClose && (resp.minor >= 1 || resp.connKeepAlive) && framing != untilClose
 	keep = cc.keep && cc.bodyDone && framing != untilClose && !dechunk && !cc.svc.isStopping()
@@ -784,7 +784,7 @@ func (cc *clientConn) answerHead(bc *backendConn, n int) (framing int, dechunk, 
 	cc.writeResponseHead(keep, dechunk)
 	bc.in.discard(n)
 	cc.responded = true
-	return framing, dechunk, reuse, keep
+	return dechunk, reuse, keep
 }
 
 // tunnel relays a 101 (Switching Protocols) answer, then moves bytes both

@@ -666,7 +666,7 @@ func (l *evloop) answer(cc *clientConn) {
 		return
 	}
 	now := l.now
-	_, _, reuse, keep := cc.answerHead(bc, n)
+	_, reuse, keep := cc.answerHead(bc, n, framing)
 	if framing == sized {
 		cl := int(resp.contentLength)
 		cc.out.Write(bc.in.buffered()[:cl])
