@@ -71,16 +71,23 @@ type Global struct {
 	Grace time.Duration `toml:"grace"`
 	// EventLoops is how many event loops serve plain (not TLS) HTTP/1.1
 	// clients; 0 serves each client connection with its own goroutine.
-	// If absent, half the CPUs, at least 1 (DefaultEventLoops).
+	// If absent, one per CPU (DefaultEventLoops).
 	EventLoops int `toml:"event_loops"`
 }
 
-// DefaultEventLoops is Global.EventLoops when absent: half the CPUs Go may
-// use, at least one. A loop keeps one CPU busy when loaded; the others are
-// left to the kernel's network processing (most of a proxy's CPU time) and
-// to the goroutines of TLS, HTTP/2, health checks and the rest, as HAProxy
-// deployments keep cores for interrupts.
-func DefaultEventLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+// cpus is GOMAXPROCS as the process started (the CPUs it may use, or its
+// container's CPU limit), before the event loops raise it.
+var cpus = runtime.GOMAXPROCS(0)
+
+// CPUs returns how many CPUs the process may use: GOMAXPROCS as it
+// started.
+func CPUs() int { return cpus }
+
+// DefaultEventLoops is Global.EventLoops when absent: one per CPU, as
+// HAProxy runs one thread per CPU. A loop takes a CPU only while it has
+// work; the goroutines of TLS, HTTP/2, health checks and the rest are
+// scheduled beside the loops.
+func DefaultEventLoops() int { return CPUs() }
 
 // Modes of a virtual service.
 const (

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fulcrumlb/fulcrum/config"
@@ -41,11 +42,21 @@ type backendConn struct {
 	// back to that client's connection, never to the pool.
 	private bool
 	// The event loop whose epoll set holds the connection (loop.go), and
-	// its slot there; lp is nil when none does.
+	// its slot there; lp is nil when none does. While lp is set, conn is
+	// nil: the loop reads and writes fd, outside Go's poller (fdconn.go).
 	lp    *evloop
 	lslot int32
 	lgen  uint32
-	lfd   int // its descriptor, while lp is set
+
+	// mu guards conn and fd against abort, which shutdown and maintenance
+	// call from other goroutines; their owner reads them freely.
+	mu sync.Mutex
+	// fd is the descriptor an event loop keeps from the first time one
+	// took the connection (detach) until it closes, else -1; a goroutine
+	// serving the connection since then holds a duplicate (an fdConn) as
+	// conn.
+	fd            int
+	local, remote net.Addr // conn's, kept for the fdConns made from fd
 }
 
 // get returns a pooled connection, or nil when the pool has no live one.
@@ -130,7 +141,7 @@ func (rs *realServer) dial(cl *clientID) (*backendConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	bc := &backendConn{rs: rs, conn: c, private: cl != nil}
+	bc := &backendConn{rs: rs, conn: c, private: cl != nil, fd: -1}
 	bc.in.init(c)
 	return bc, nil
 }
@@ -219,6 +230,14 @@ func (rs *realServer) reap(cutoff time.Time) {
 // alive reports whether an idle connection is still open and silent: a
 // non-blocking peek must find nothing to read (no EOF, no stray bytes).
 func (bc *backendConn) alive() bool {
+	var b [1]byte
+	peek := func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return err == unix.EAGAIN
+	}
+	if bc.fd >= 0 {
+		return peek(uintptr(bc.fd))
+	}
 	raw := bc.in.raw
 	if raw == nil {
 		// TLS: peek under it; a close_notify or a FIN shows as bytes or EOF.
@@ -227,12 +246,68 @@ func (bc *backendConn) alive() bool {
 		}
 	}
 	ok := false
-	var b [1]byte
-	raw.Control(func(fd uintptr) {
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ok = err == unix.EAGAIN
-	})
+	raw.Control(func(fd uintptr) { ok = peek(fd) })
 	return ok
+}
+
+// detach takes the connection out of Go's poller for an event loop, which
+// reads and writes bc.fd from then on (until attach). It reports false for
+// a connection a loop cannot serve (TLS), or when no descriptor is left.
+func (bc *backendConn) detach() bool {
+	if bc.conn == nil {
+		return true
+	}
+	if bc.fd < 0 {
+		if _, ok := bc.conn.(syscall.Conn); !ok {
+			return false
+		}
+		bc.local, bc.remote = bc.conn.LocalAddr(), bc.conn.RemoteAddr()
+	}
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	if bc.fd < 0 {
+		fd, err := detachFD(bc.conn)
+		if err != nil {
+			return false
+		}
+		bc.fd = fd
+	} else {
+		bc.conn.Close() // the duplicate attach made
+	}
+	bc.conn = nil
+	bc.in.detach()
+	return true
+}
+
+// attach gives a connection an event loop held (detach) back to Go's
+// poller, for a goroutine: as an fdConn over a duplicate of bc.fd.
+func (bc *backendConn) attach() error {
+	if bc.conn != nil {
+		return nil
+	}
+	c, err := newFDConn(bc.fd, bc.local, bc.remote)
+	if err != nil {
+		return err
+	}
+	bc.mu.Lock()
+	bc.conn = c
+	bc.mu.Unlock()
+	bc.in.init(c)
+	return nil
+}
+
+// abort ends the connection from another goroutine than its user's (the
+// shutdown grace ran out, or its real server went into maintenance): the
+// user's reads and writes fail, and it closes the connection.
+func (bc *backendConn) abort() {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	if bc.conn != nil {
+		bc.conn.Close()
+	}
+	if bc.fd >= 0 {
+		unix.Shutdown(bc.fd, unix.SHUT_RDWR)
+	}
 }
 
 func (bc *backendConn) close() {
@@ -240,7 +315,15 @@ func (bc *backendConn) close() {
 		bc.lp = nil
 		l.send(loopMsg{kind: loopFree, slot: bc.lslot, gen: bc.lgen})
 	}
-	bc.conn.Close()
+	bc.mu.Lock()
+	if bc.conn != nil {
+		bc.conn.Close()
+	}
+	if bc.fd >= 0 {
+		unix.Close(bc.fd)
+		bc.fd = -1
+	}
+	bc.mu.Unlock()
 	bc.in.r, bc.in.w = 0, 0
 	bc.in.release()
 }

@@ -53,7 +53,9 @@ func (d deadline) due(now time.Time, timeout time.Duration) (time.Time, bool) {
 
 func (b *reader) setDeadline(t time.Time) {
 	b.dl.at = t
-	b.conn.SetReadDeadline(t)
+	if b.conn != nil { // nil: an event loop holds the descriptor
+		b.conn.SetReadDeadline(t)
+	}
 }
 
 func (b *reader) extendDeadline(now time.Time, timeout time.Duration) {
@@ -62,14 +64,24 @@ func (b *reader) extendDeadline(now time.Time, timeout time.Duration) {
 	}
 }
 
+// init points the reader at a connection, keeping what is buffered. A
+// socket's (TCP, a *proxiedConn or an fdConn; not TLS) is read through its
+// raw descriptor.
 func (b *reader) init(c net.Conn) {
-	b.conn = c
-	if tc := tcpOf(c); tc != nil { // a *proxiedConn too (accept_proxy)
-		if raw, err := tc.SyscallConn(); err == nil {
-			b.raw, b.rawFn = raw, b.readFD
+	b.conn, b.raw, b.dl = c, nil, deadline{}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			b.raw = raw
+			if b.rawFn == nil {
+				b.rawFn = b.readFD
+			}
 		}
 	}
 }
+
+// detach forgets the connection: an event loop reads its descriptor
+// (fillFD) until a goroutine takes it again (init).
+func (b *reader) detach() { b.conn, b.raw = nil, nil }
 
 // waitFill is fill for a moment when the peer is between messages and may
 // stay silent for long: the buffer is taken from the pool for the read and
@@ -263,6 +275,15 @@ func (w *writer) reset(c net.Conn, raw syscall.RawConn) {
 	}
 }
 
+// rebind points the writer at another connection (or none: nil) to the
+// same peer, keeping what it holds; raw is the connection's descriptor.
+func (w *writer) rebind(c net.Conn, raw syscall.RawConn) {
+	w.conn, w.raw, w.dl = c, raw, deadline{}
+	if raw != nil && w.rawFn == nil {
+		w.rawFn = w.writeFD
+	}
+}
+
 // write writes p whole to the connection (with noWait, to the connection
 // and spill).
 func (w *writer) write(p []byte) error {
@@ -270,7 +291,7 @@ func (w *writer) write(p []byte) error {
 		w.spill = append(w.spill, p...)
 		return nil
 	}
-	if w.raw == nil {
+	if w.raw == nil && !w.noWait {
 		_, err := w.conn.Write(p)
 		return err
 	}
@@ -334,7 +355,9 @@ func (w *writer) writeFD(fd uintptr) bool {
 
 func (w *writer) setDeadline(t time.Time) {
 	w.dl.at = t
-	w.conn.SetWriteDeadline(t)
+	if w.conn != nil { // nil: an event loop holds the descriptor
+		w.conn.SetWriteDeadline(t)
+	}
 }
 
 func (w *writer) extendDeadline(now time.Time, timeout time.Duration) {

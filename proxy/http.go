@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/sys/unix"
 
 	"github.com/fulcrumlb/fulcrum/balancer"
 	"github.com/fulcrumlb/fulcrum/config"
@@ -40,11 +41,14 @@ const (
 // request is read, forwarded and answered without handing buffers between
 // goroutines.
 type clientConn struct {
-	svc   *Service
-	tls   *tls.Conn              // the TLS layer when the service terminates TLS, else nil
-	cfg   *config.VirtualService // the service's configuration, read afresh for each request
-	conn  net.Conn
-	state atomic.Int32
+	svc  *Service
+	tls  *tls.Conn              // the TLS layer when the service terminates TLS, else nil
+	cfg  *config.VirtualService // the service's configuration, read afresh for each request
+	conn net.Conn               // nil while an event loop holds the connection (lc.fd)
+	// The connection's addresses (remote: the client a PROXY header
+	// named), kept for an event loop's connection while conn is nil.
+	local, remote net.Addr
+	state         atomic.Int32
 	// backend is the real-server connection of the exchange in flight, so
 	// that a shutdown whose grace ran out can close it too.
 	backend atomic.Pointer[backendConn]
@@ -138,17 +142,18 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 		s.serveH1Handler(c, tc, vs)
 		return
 	}
-	cc := &clientConn{svc: s, tls: tc, cfg: vs, conn: c, peerIP: addrIP(c.RemoteAddr()), peer: addrOf(c.RemoteAddr())}
-	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
+	cc := &clientConn{svc: s, tls: tc, cfg: vs, conn: c, local: c.LocalAddr(), remote: c.RemoteAddr()}
+	cc.peerIP, cc.peer = addrIP(cc.remote), addrOf(cc.remote)
+	if ta, ok := cc.local.(*net.TCPAddr); ok {
 		cc.port = strconv.Itoa(ta.Port)
 	}
 	cc.in.init(c)
 	cc.out.reset(c, cc.in.raw)
 	if tc == nil && cc.in.raw != nil {
-		cc.lc.loop = pickLoop() // before track: shutdown reads it
+		cc.detachForLoop() // before track: shutdown reads lc.loop
 	}
 	if !s.track(cc) {
-		c.Close()
+		cc.close()
 		return
 	}
 	if l := cc.lc.loop; l != nil {
@@ -162,6 +167,24 @@ func (s *Service) serveHTTP(c net.Conn, slots chan struct{}) {
 	defer cc.close()
 	for cc.awaitRequest() && cc.exchange() {
 	}
+}
+
+// detachForLoop gives the connection to an event loop, if loops run: its
+// descriptor leaves Go's poller (fdconn.go). Goroutines serve it when that
+// fails (no descriptor left).
+func (cc *clientConn) detachForLoop() {
+	l := pickLoop()
+	if l == nil {
+		return
+	}
+	fd, err := detachFD(cc.conn)
+	if err != nil {
+		return
+	}
+	cc.lc.loop, cc.lc.fd = l, fd
+	cc.conn = nil
+	cc.in.detach()
+	cc.out.rebind(nil, nil)
 }
 
 // finish ends a connection an event loop served, as serveHTTP's deferred
@@ -207,10 +230,16 @@ func (s *Service) untrack(c frontConn) {
 
 func (cc *clientConn) close() {
 	cc.state.Store(stateClosed)
-	if cc.linger {
-		lingerClose(cc.conn)
+	if c := cc.conn; c != nil { // nil while an event loop holds the connection
+		if cc.linger {
+			lingerClose(c)
+		}
+		c.Close()
 	}
-	cc.conn.Close()
+	if cc.lc.loop != nil && cc.lc.fd >= 0 { // the loop's descriptor (closing it takes it out of the loop's set)
+		unix.Close(cc.lc.fd)
+		cc.lc.fd = -1
+	}
 	cc.in.r, cc.in.w = 0, 0
 	cc.in.release()
 	cc.out.n = 0
@@ -247,7 +276,7 @@ func (cc *clientConn) forceClose() {
 	}
 	cc.conn.Close()
 	if bc := cc.backend.Load(); bc != nil {
-		bc.conn.Close()
+		bc.abort()
 	}
 }
 
@@ -269,7 +298,7 @@ func (cc *clientConn) cut(rs *realServer) {
 			l.post(cc, loopCut)
 			return
 		}
-		bc.conn.Close()
+		bc.abort()
 	}
 }
 
@@ -339,6 +368,11 @@ func (cc *clientConn) prepare() (done, keep bool) {
 	if err != nil {
 		return true, cc.headError(err)
 	}
+	return cc.prepareHead(n)
+}
+
+// prepareHead is prepare for the request head of n bytes in the buffer.
+func (cc *clientConn) prepareHead(n int) (done, keep bool) {
 	req := &cc.req
 	if err := req.parse(cc.in.buffered()[:n]); err != nil {
 		cc.logMethod = append(cc.logMethod, req.method...)
@@ -377,13 +411,7 @@ func (cc *clientConn) prepare() (done, keep bool) {
 func (cc *clientConn) readHead() (int, error) {
 	deadline := false
 	for {
-		b := cc.in.buffered()
-		// Empty lines before a request are ignored (RFC 9112 §2.2).
-		for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
-			cc.in.discard(1)
-			b = cc.in.buffered()
-		}
-		if n := headEnd(b); n > 0 {
+		if n := cc.bufferedHead(); n > 0 {
 			return n, nil
 		}
 		if !deadline {
@@ -394,6 +422,21 @@ func (cc *clientConn) readHead() (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// bufferedHead returns the length of the whole request head at the start
+// of the buffer, or -1 while it is not whole; empty lines before a request
+// are dropped (RFC 9112 §2.2).
+func (cc *clientConn) bufferedHead() int {
+	b := cc.in.buffered()
+	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+		cc.in.discard(1)
+		b = cc.in.buffered()
+	}
+	if n := headEnd(b); n > 0 {
+		return n
+	}
+	return -1
 }
 
 // headError answers a request head that could not be read.
@@ -454,9 +497,13 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 		bc = rs.get(!cc.bodyDone, nil)
 	}
 	if bc != nil && bc.lp != nil {
-		// An event loop watches it (it served on it before): this
-		// goroutine's reads and writes must not wake the loop.
+		// An event loop holds it (it served on it before): out of the
+		// loop's set, and back in Go's poller for this goroutine.
 		bc.lp.unregisterFrom(bc)
+		if bc.attach() != nil {
+			bc.close()
+			bc = nil
+		}
 	}
 	return cc.attemptWith(rs, bc)
 }
@@ -478,6 +525,7 @@ func (cc *clientConn) resume(r *resumed) (keep bool, connErr error) {
 	defer cc.pool.Pool.Release(r.rs.Server)
 	defer cc.backend.Store(nil)
 	bc := r.bc
+	cc.toSrv.rebind(bc.conn, bc.in.raw) // the loop wrote to its descriptor
 	var replay bool
 	switch {
 	case !r.sent:

@@ -29,11 +29,30 @@ import (
 // (a request body, a connect, a large or chunked answer, compression, a
 // queue, an upgrade, a slow reader), the loop hands the connection to a
 // goroutine that finishes the exchange with the ordinary code (http.go) and
-// gives the connection back once it is idle. The connections stay ordinary
-// net.Conns registered with Go's poller throughout; the loop adds them to
-// its own epoll set (edge-triggered) and reads and writes them with raw
-// system calls. The loop itself parks in Go's poller on its epoll
-// descriptor, so it needs no thread of its own.
+// gives the connection back once it is idle.
+//
+// A loop's sockets are bare descriptors in its own epoll set
+// (edge-triggered), read and written with raw system calls, and out of Go's
+// poller: a socket in both would wake the runtime's poller thread on every
+// edge, for nothing (fdconn.go). A goroutine taking an exchange over is
+// given a duplicate in Go's poller, and closes it when it gives the
+// connection back.
+//
+// While it is busy, a loop waits for events in epoll_wait itself, a raw
+// system call that keeps its P (Go's right to run code), so that the
+// kernel wakes the loop's thread directly, on whichever CPU is free: there
+// is one loop per CPU, and each runs whenever there is work, as HAProxy's
+// threads do. (Parked in Go's poller instead, a loop is woken by another
+// thread's poll: a hop that left CPUs idle in the benchmark, and with
+// every P busy, a wait of up to 10ms for sysmon's poll.) Go's runtime sees
+// a loop blocked there as running, so GOMAXPROCS is raised by one per loop,
+// keeping the CPUs' worth of Ps for the process's goroutines; the runtime's
+// preemption signal interrupts the wait (EINTR) whenever it needs the P,
+// for a garbage collection for instance. After loopHot without an event, a
+// loop waits in an ordinary blocking system call, which gives the P up, so
+// that an idle process holds no CPU. (Not in Go's poller: its epoll
+// descriptor there would wake the poller thread whenever the loop's set
+// turned ready, as its sockets would.)
 
 // Loop connection states.
 const (
@@ -47,6 +66,11 @@ const (
 // loopSweep is how often a loop looks for connections whose wait ran past
 // its timeout. Timeouts are seconds long; they may so fire up to this late.
 const loopSweep = 250 * time.Millisecond
+
+// loopHot is how long a loop waits for its next event in the kernel,
+// holding its P, before it gives the P up. Below sysmon's 10ms
+// preemption tick, so that a loop waiting there is not preempted for it.
+const loopHot = 5 * time.Millisecond
 
 // loopConn is an event loop's state of one client connection.
 type loopConn struct {
@@ -86,16 +110,12 @@ type loopSlot struct {
 
 // evloop is one event loop.
 type evloop struct {
-	id     int // 1, 2, … in start order: its pool in realServer.idle
-	ep     int
-	wake   int // eventfd: slot 0
-	file   *os.File
-	raw    syscall.RawConn
-	waitFn func(uintptr) bool
-	dl     time.Time // the read deadline armed on file
-	n      int
-	evs    [128]unix.EpollEvent
-	now    time.Time // read once per batch of events: the loop's clock
+	id   int // 1, 2, … in start order: its pool in realServer.idle
+	ep   int
+	wake int  // eventfd: slot 0
+	hot  bool // the last wait found events: the next one keeps the P
+	evs  [128]unix.EpollEvent
+	now  time.Time // read once per batch of events: the loop's clock
 
 	slots []loopSlot
 	free  []int32
@@ -121,22 +141,17 @@ var loops = struct {
 }{force: -1}
 
 // SetEventLoops sets how many event loops serve plain HTTP/1.1 clients (0:
-// none, a goroutine per connection), at most one less than GOMAXPROCS (and
-// at least one): a loop parked in Go's poller is woken promptly only while
-// a P is free to run the poller; with every P busy running a loop, a ready
-// loop could wait for sysmon's 10ms poll. Loops already started keep
-// serving their connections; new connections go to the first n.
+// none, a goroutine per connection), at most one per CPU (config.CPUs):
+// more would only take turns on them. Loops already started keep serving
+// their connections; new connections go to the first n.
 func SetEventLoops(n int) {
 	loops.mu.Lock()
 	if loops.force >= 0 {
 		n = loops.force
 	}
-	loops.n = min(max(n, 0), maxLoops())
+	loops.n = min(max(n, 0), config.CPUs())
 	loops.mu.Unlock()
 }
-
-// maxLoops is the most event loops SetEventLoops allows.
-func maxLoops() int { return max(1, runtime.GOMAXPROCS(0)-1) }
 
 // loopStatus is the loops' part of Status.
 func loopStatus() EventLoopStatus {
@@ -162,6 +177,10 @@ func pickLoop() *evloop {
 		}
 		loops.all = append(loops.all, l)
 		l.id = len(loops.all)
+		// A P for each loop on top of the CPUs' (see the top of the file).
+		if p := config.CPUs() + len(loops.all); runtime.GOMAXPROCS(0) < p {
+			runtime.GOMAXPROCS(p)
+		}
 		go l.run()
 	}
 	i := loops.next.Add(1) % uint32(loops.n)
@@ -184,52 +203,36 @@ func newLoop() (*evloop, error) {
 		unix.Close(wake)
 		return nil, err
 	}
-	// Non-blocking, the epoll descriptor is one Go's poller can wait on.
-	unix.SetNonblock(ep, true)
-	f := os.NewFile(uintptr(ep), "epoll")
-	raw, err := f.SyscallConn()
-	if err == nil {
-		err = f.SetReadDeadline(time.Time{}) // fails unless Go's poller took it
-	}
-	if err != nil {
-		f.Close()
-		unix.Close(wake)
-		return nil, err
-	}
-	l := &evloop{ep: ep, wake: wake, file: f, raw: raw, conns: map[*clientConn]struct{}{},
+	l := &evloop{ep: ep, wake: wake, conns: map[*clientConn]struct{}{},
 		slots: make([]loopSlot, 1, 64)} // slot 0: wake
-	l.waitFn = func(uintptr) bool {
-		l.n = l.pollNow()
-		return l.n > 0
-	}
 	return l, nil
 }
 
-// pollNow takes the ready events without waiting.
-func (l *evloop) pollNow() int {
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.ep),
-		uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), 0, 0, 0)
-	if errno != 0 {
-		return 0
-	}
-	return int(n)
-}
-
-// wait returns the number of ready events in l.evs, parking in Go's poller
-// while there are none, until the next sweep is due (then 0).
+// wait returns the number of ready events in l.evs, or 0 when the next
+// sweep is due first: it waits in the kernel, keeping the P while the loop
+// is busy, and giving it up (a blocking system call) once it is not (see
+// the top of the file).
 func (l *evloop) wait() int {
-	if n := l.pollNow(); n > 0 {
-		return n
+	ms := max(l.sweep.Sub(l.now), 0).Milliseconds()
+	if l.hot {
+		ms = min(ms, loopHot.Milliseconds())
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.ep),
+			uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), uintptr(ms), 0, 0)
+		switch {
+		case errno != 0: // EINTR: the runtime wants the P, which the loop's next call yields
+			return 0
+		case n == 0 && ms == loopHot.Milliseconds():
+			l.hot = false
+		}
+		return int(n)
 	}
-	if l.dl != l.sweep {
-		l.dl = l.sweep
-		l.file.SetReadDeadline(l.sweep)
-	}
-	l.n = 0
-	if err := l.raw.Read(l.waitFn); err != nil {
+	n, _, errno := syscall.Syscall6(syscall.SYS_EPOLL_PWAIT, uintptr(l.ep),
+		uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), uintptr(ms), 0, 0)
+	if errno != 0 || n == 0 {
 		return 0
 	}
-	return l.n
+	l.hot = true
+	return int(n)
 }
 
 func (l *evloop) run() {
@@ -287,7 +290,7 @@ func (l *evloop) event(slot int32, gen uint32, events uint32) {
 
 // register adds a descriptor to the loop's epoll set; the slot names it in
 // events.
-func (l *evloop) register(raw syscall.RawConn, cc *clientConn, bc *backendConn) (slot int32, fd int, ok bool) {
+func (l *evloop) register(fd int, cc *clientConn, bc *backendConn) (slot int32, ok bool) {
 	if n := len(l.free); n > 0 {
 		slot = l.free[n-1]
 		l.free = l.free[:n-1]
@@ -299,16 +302,11 @@ func (l *evloop) register(raw syscall.RawConn, cc *clientConn, bc *backendConn) 
 	e.gen++
 	e.cc, e.bc = cc, bc
 	ev := unix.EpollEvent{Events: loopEvents, Fd: slot, Pad: int32(e.gen)}
-	var err error
-	ctl := raw.Control(func(d uintptr) {
-		fd = int(d)
-		err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev)
-	})
-	if ctl != nil || err != nil {
+	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		l.release(slot)
-		return 0, 0, false
+		return 0, false
 	}
-	return slot, fd, true
+	return slot, true
 }
 
 // release frees a slot; events already taken for it are ignored (gen).
@@ -326,7 +324,7 @@ func (l *evloop) unregister(bc *backendConn) {
 		return
 	}
 	if e := &l.slots[bc.lslot]; e.bc == bc && e.gen == bc.lgen {
-		bc.in.raw.Control(func(fd uintptr) { unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(fd), nil) })
+		unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, bc.fd, nil)
 		l.release(bc.lslot)
 	}
 	bc.lp = nil
@@ -369,6 +367,11 @@ func (l *evloop) message(m loopMsg) {
 	case loopAdopt:
 		l.adoptNow(cc)
 	case loopBack:
+		// The goroutine closed its duplicate (fdconn.go): the loop's
+		// descriptor serves the connection again.
+		cc.conn = nil
+		cc.in.detach()
+		cc.out.rebind(nil, nil)
 		cc.lc.state = lcIdle
 		cc.lc.readable = false
 		l.watch(cc, loopEvents) // reports what came while away
@@ -386,7 +389,7 @@ func (l *evloop) message(m loopMsg) {
 		if cc.lc.state == lcAway {
 			cc.conn.Close() // the goroutine ends, and drops it
 			if bc := cc.backend.Load(); bc != nil {
-				bc.conn.Close()
+				bc.abort()
 			}
 			return
 		}
@@ -402,7 +405,7 @@ func (l *evloop) message(m loopMsg) {
 		}
 		if cc.lc.state == lcAway {
 			if bc := cc.backend.Load(); bc != nil {
-				bc.conn.Close()
+				bc.abort()
 			}
 			return
 		}
@@ -426,7 +429,7 @@ func (l *evloop) adopt(cc *clientConn) {
 }
 
 func (l *evloop) adoptNow(cc *clientConn) {
-	slot, fd, ok := l.register(cc.in.raw, cc, nil)
+	slot, ok := l.register(cc.lc.fd, cc, nil)
 	if !ok || cc.svc.isStopping() {
 		if ok {
 			l.release(slot)
@@ -434,7 +437,7 @@ func (l *evloop) adoptNow(cc *clientConn) {
 		cc.finish()
 		return
 	}
-	cc.lc.slot, cc.lc.fd, cc.out.fd = slot, fd, fd
+	cc.lc.slot, cc.out.fd = slot, cc.lc.fd
 	l.conns[cc] = struct{}{}
 	cc.lc.state = lcIdle
 	cc.lc.readable = false // registering reports what is there already
@@ -453,6 +456,12 @@ func (l *evloop) forget(cc *clientConn) {
 // end closes a connection the loop serves; one that must still send what
 // it holds, or linger, ends in a goroutine.
 func (l *evloop) end(cc *clientConn) {
+	if len(cc.out.spill) > 0 || cc.linger {
+		l.watch(cc, 0)
+		if cc.attach() != nil {
+			cc.out.spill, cc.linger = nil, false
+		}
+	}
 	l.forget(cc)
 	cc.lc.state = lcAway
 	if len(cc.out.spill) > 0 || cc.linger {
@@ -468,8 +477,9 @@ func (l *evloop) end(cc *clientConn) {
 
 // idle waits for the connection's next request.
 func (l *evloop) idle(cc *clientConn) {
+	cc.lc.state = lcIdle
 	if len(cc.in.buffered()) > 0 { // a pipelined request is here already
-		l.request(cc)
+		l.read(cc)
 		return
 	}
 	cc.in.release()
@@ -487,48 +497,41 @@ func (l *evloop) idle(cc *clientConn) {
 	}
 }
 
-// read takes what the client sent, and serves the request once its head is
-// whole.
+// read takes what the client sent (and what it pipelined, buffered
+// already), and serves the request once its head is whole.
 func (l *evloop) read(cc *clientConn) {
-	n, more, err := cc.in.fillFD(cc.lc.fd)
-	cc.lc.readable = more
-	if n > 0 && cc.lc.state == lcIdle {
-		cc.lc.state = lcHead
-		cc.startExchange(l.now)
-		cc.lc.due = cc.start.Add(cc.cfg.Timeouts.ClientHeader)
-	}
-	if cc.lc.state == lcIdle {
-		if err != nil { // closed, or reset, between requests
-			l.end(cc)
+	for {
+		_, more, err := cc.in.fillFD(cc.lc.fd)
+		// After an error (the client closed), the next read meets it again.
+		cc.lc.readable = more || err != nil
+		n := cc.bufferedHead()
+		if cc.lc.state == lcIdle {
+			if len(cc.in.buffered()) == 0 {
+				if err != nil { // closed, or reset, between requests
+					l.end(cc)
+				}
+				return
+			}
+			cc.lc.state = lcHead
+			cc.startExchange(l.now)
+			cc.lc.due = cc.start.Add(cc.cfg.Timeouts.ClientHeader)
 		}
-		return
+		switch {
+		case n > 0:
+			l.request(cc, n)
+			return
+		case err != nil: // closed, or a head larger than the buffer
+			l.done(cc, cc.headError(err))
+			return
+		case !more:
+			return // the rest of the head is still to come
+		}
 	}
-	if !headReady(cc.in.buffered()) && err == nil {
-		return // the rest of the head is still to come
-	}
-	l.request(cc)
 }
 
-// headReady reports whether b holds a whole head (after the empty lines
-// readHead skips).
-func headReady(b []byte) bool {
-	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
-		b = b[1:]
-	}
-	return headEnd(b) >= 0
-}
-
-// request serves the request whose head is in the buffer (or answers the
-// error that ended it).
-func (l *evloop) request(cc *clientConn) {
-	if cc.lc.state != lcHead { // a pipelined request
-		cc.startExchange(l.now)
-	}
-	cc.lc.state = lcHead
-	// Without a whole head (the client closed, the buffer is full, or
-	// timeouts.client_header ran out), prepare's readHead meets the same
-	// error at once and answers it.
-	if done, keep := cc.prepare(); done {
+// request serves the request whose head, n bytes, is in the buffer.
+func (l *evloop) request(cc *clientConn, n int) {
+	if done, keep := cc.prepareHead(n); done {
 		l.done(cc, keep)
 		return
 	}
@@ -558,19 +561,23 @@ func (l *evloop) request(cc *clientConn) {
 		if bc.lp != nil { // another loop's (with several loops)
 			bc.lp.unregisterFrom(bc)
 		}
-		slot, fd, ok := l.register(bc.in.raw, nil, bc)
+		if !bc.detach() { // TLS
+			l.away(cc, &resumed{rs: rs, bc: bc})
+			return
+		}
+		slot, ok := l.register(bc.fd, nil, bc)
 		if !ok {
 			l.away(cc, &resumed{rs: rs, bc: bc})
 			return
 		}
-		bc.lp, bc.lslot, bc.lgen, bc.lfd = l, slot, l.slots[slot].gen, fd
+		bc.lp, bc.lslot, bc.lgen = l, slot, l.slots[slot].gen
 	}
 	l.slots[bc.lslot].cc = cc
 	cc.backend.Store(bc)
 	cc.pool.remember(cc, &cc.choice, rs)
 	w := &cc.toSrv
-	w.reset(bc.conn, bc.in.raw)
-	w.noWait, w.fd = true, bc.lfd
+	w.reset(nil, nil)
+	w.noWait, w.fd = true, bc.fd
 	cc.writeRequestHead(w)
 	if err := w.flush(); err != nil || len(w.spill) > 0 {
 		w.noWait = false
@@ -593,7 +600,7 @@ func (l *evloop) request(cc *clientConn) {
 // unregisterFrom takes bc out of another loop's epoll set; that loop frees
 // the slot when it reads the message.
 func (l *evloop) unregisterFrom(bc *backendConn) {
-	bc.in.raw.Control(func(fd uintptr) { unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, bc.fd, nil)
 	l.send(loopMsg{kind: loopFree, slot: bc.lslot, gen: bc.lgen})
 	bc.lp = nil
 }
@@ -616,7 +623,7 @@ func (l *evloop) answer(cc *clientConn) {
 	var err error
 	for {
 		var more bool
-		_, more, err = bc.in.fillFD(bc.lfd)
+		_, more, err = bc.in.fillFD(bc.fd)
 		if !more || err != nil {
 			break
 		}
@@ -763,9 +770,55 @@ func (l *evloop) flush(cc *clientConn) {
 // it back when it is idle again.
 func (l *evloop) away(cc *clientConn, r *resumed) {
 	loops.handed.Add(1)
+	if r != nil && r.bc != nil && !l.loosen(r.bc) {
+		r.bc = nil // the goroutine dials another
+		cc.toSrv.spill = nil
+	}
+	if err := cc.attach(); err != nil {
+		if r != nil {
+			if r.bc != nil {
+				r.bc.close()
+			}
+			cc.backend.Store(nil)
+			cc.pool.Pool.Release(r.rs.Server)
+		}
+		l.done(cc, cc.fail(503, "no descriptor left to serve the request", err))
+		return
+	}
 	cc.lc.state, cc.lc.due = lcAway, time.Time{}
 	l.watch(cc, 0) // the goroutine's reads and writes must not wake the loop
 	go cc.awayFromLoop(l, r)
+}
+
+// loosen readies a real-server connection the loop took for a goroutine:
+// out of any loop's epoll set, and back in Go's poller. It reports false,
+// having closed bc, when that fails (no descriptor left).
+func (l *evloop) loosen(bc *backendConn) bool {
+	switch bc.lp {
+	case nil:
+	case l:
+		l.unregister(bc)
+	default:
+		bc.lp.unregisterFrom(bc)
+	}
+	if bc.attach() != nil {
+		bc.close()
+		return false
+	}
+	return true
+}
+
+// attach gives the connection, which the loop holds, to a goroutine: as a
+// duplicate of the loop's descriptor in Go's poller (fdconn.go).
+func (cc *clientConn) attach() error {
+	c, err := newFDConn(cc.lc.fd, cc.local, cc.remote)
+	if err != nil {
+		return err
+	}
+	cc.conn = c
+	cc.in.init(c)
+	cc.out.rebind(c, cc.in.raw)
+	return nil
 }
 
 // loopEvents is what a loop watches on its descriptors, edge-triggered.
@@ -802,6 +855,7 @@ func (cc *clientConn) awayFromLoop(l *evloop, r *resumed) {
 		return
 	}
 	cc.out.noWait = true
+	cc.conn.Close() // out of Go's poller; the loop's descriptor stays open
 	l.post(cc, loopBack)
 }
 
@@ -817,7 +871,7 @@ func (l *evloop) expire(now time.Time) {
 			l.end(cc) // timeouts.client: end quietly
 		case lcHead:
 			lc.due = time.Time{}
-			l.request(cc) // readHead answers 408
+			l.done(cc, cc.headError(os.ErrDeadlineExceeded)) // 408
 		case lcServer:
 			l.endAttempt(cc, false)
 			l.done(cc, cc.fail(504, "no response from real server within timeouts.server", os.ErrDeadlineExceeded))

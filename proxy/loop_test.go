@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -373,7 +375,7 @@ func TestPoolPrefersItsLoop(t *testing.T) {
 	l1, l2 := &evloop{id: 1}, &evloop{id: 2}
 	rs := &realServer{}
 	mk := func(lp *evloop) *backendConn {
-		bc := &backendConn{rs: rs, lp: lp}
+		bc := &backendConn{rs: rs, lp: lp, fd: -1}
 		rs.put(bc, time.Now())
 		return bc
 	}
@@ -397,5 +399,120 @@ func TestPoolPrefersItsLoop(t *testing.T) {
 	}
 	if rs.nidle != 0 {
 		t.Fatalf("nidle = %d after taking all, want 0", rs.nidle)
+	}
+}
+
+// TestLoopHeadEdges: heads the loop must answer from its own reads, without
+// stalling other clients: one larger than the buffer arriving at once
+// (431 at once, not 408 at timeouts.client_header), and a pipelined head
+// whose end comes later (the loop waits for it, serving others meanwhile).
+func TestLoopHeadEdges(t *testing.T) {
+	if loops.force == 0 {
+		t.Skip("event loops are off in this run")
+	}
+	backend := loopBackend(t)
+	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
+	addr := p.Services()[0].Addrs()[0].String()
+
+	t.Run("head larger than the buffer", func(t *testing.T) {
+		cl := dialClient(t, addr)
+		start := time.Now()
+		status, _ := cl.roundTrip("GET /small HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", bufSize+1024), "GET")
+		if status != 431 {
+			t.Fatalf("got %d, want 431", status)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("answered after %v: the loop waited for more instead of meeting the full buffer", d)
+		}
+	})
+
+	t.Run("pipelined head in two parts", func(t *testing.T) {
+		cl := dialClient(t, addr)
+		small(cl) // a pooled connection, so that the loop serves the rest itself
+		cl.c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(cl.c, "GET /small HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHo")
+		for i := range 2 {
+			if i == 1 {
+				// The second head is in the loop's buffer, half of it: other
+				// clients of the (single) loop are served meanwhile.
+				if status, body := small(dialClient(t, addr)); status != 200 || body != "small" {
+					t.Fatalf("another client: %d %q", status, body)
+				}
+				io.WriteString(cl.c, "st: x\r\n\r\n")
+			}
+			resp, err := http.ReadResponse(cl.br, nil)
+			if err != nil {
+				t.Fatalf("answer %d: %v", i, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(b) != "small" {
+				t.Fatalf("answer %d: %d %q", i, resp.StatusCode, b)
+			}
+		}
+	})
+}
+
+// TestLoopSocketsOutOfGoPoller: a socket an event loop holds is in the
+// loop's epoll set only, never in the Go runtime's as well (whose poller
+// thread every readiness edge would wake for nothing: fdconn.go); after a
+// goroutine served an exchange on it, too.
+func TestLoopSocketsOutOfGoPoller(t *testing.T) {
+	if loops.force == 0 {
+		t.Skip("event loops are off in this run")
+	}
+	backend := loopBackend(t)
+	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
+	cl := dialClient(t, p.Services()[0].Addrs()[0].String())
+	for _, path := range []string{"/small", "/chunked", "/small"} { // the loop's, a goroutine's, the loop's
+		if status, _ := cl.roundTrip("GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n", "GET"); status != 200 {
+			t.Fatalf("%s: %d", path, status)
+		}
+	}
+	loopEps := map[int]bool{}
+	loops.mu.Lock()
+	for _, l := range loops.all {
+		loopEps[l.ep] = true
+	}
+	loops.mu.Unlock()
+	// Each epoll set's sockets, by inode (/proc/self/fdinfo lists the
+	// descriptors a set watches).
+	inLoop, inOther := map[string]bool{}, map[string]bool{}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	for _, e := range fds {
+		link, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		if link != "anon_inode:[eventpoll]" {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue
+		}
+		ep, _ := strconv.Atoi(e.Name())
+		for _, line := range strings.Split(string(info), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "tfd:" {
+				continue
+			}
+			target, _ := os.Readlink("/proc/self/fd/" + f[1])
+			if !strings.HasPrefix(target, "socket:") {
+				continue
+			}
+			if loopEps[ep] {
+				inLoop[target] = true
+			} else {
+				inOther[target] = true
+			}
+		}
+	}
+	if len(inLoop) < 2 {
+		t.Fatalf("the loops watch %d sockets; want the client's and the real server's", len(inLoop))
+	}
+	for s := range inLoop {
+		if inOther[s] {
+			t.Errorf("%s is in an event loop's epoll set and in another (Go's poller)", s)
+		}
 	}
 }

@@ -97,12 +97,8 @@ func sinceLastData(c net.Conn) (time.Duration, bool) {
 	if u, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS
 		c = u.NetConn()
 	}
-	tc := tcpOf(c) // a *proxiedConn too (accept_proxy)
-	if tc == nil {
-		return 0, false
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
+	raw := rawOf(c) // a *proxiedConn or an fdConn too
+	if raw == nil {
 		return 0, false
 	}
 	var info *unix.TCPInfo

@@ -191,7 +191,7 @@ func (cc *clientConn) clientOf() *clientID {
 			st := cc.tls.ConnectionState()
 			cs = &st
 		}
-		cc.ident = newClientID(cc.conn.RemoteAddr(), cc.conn.LocalAddr(), cs)
+		cc.ident = newClientID(cc.remote, cc.local, cs)
 	}
 	return cc.ident
 }
