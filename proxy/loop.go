@@ -110,12 +110,13 @@ type loopSlot struct {
 
 // evloop is one event loop.
 type evloop struct {
-	id   int // 1, 2, … in start order: its pool in realServer.idle
-	ep   int
-	wake int  // eventfd: slot 0
-	hot  bool // the last wait found events: the next one keeps the P
-	evs  [128]unix.EpollEvent
-	now  time.Time // read once per batch of events: the loop's clock
+	id      int // 1, 2, … in start order: its pool in realServer.idle
+	ep      int
+	wake    int  // eventfd: slot 0
+	hot     bool // the last wait found events: the next one keeps the P
+	started bool // the loop started goroutines since its last wait
+	evs     [128]unix.EpollEvent
+	now     time.Time // read once per batch of events: the loop's clock
 
 	slots []loopSlot
 	free  []int32
@@ -213,6 +214,12 @@ func newLoop() (*evloop, error) {
 // is busy, and giving it up (a blocking system call) once it is not (see
 // the top of the file).
 func (l *evloop) wait() int {
+	if l.started {
+		// The goroutines the loop started wait in its P's run queue; the
+		// P is theirs before the loop holds it in the kernel.
+		l.started = false
+		runtime.Gosched()
+	}
 	ms := max(l.sweep.Sub(l.now), 0).Milliseconds()
 	if l.hot {
 		ms = min(ms, loopHot.Milliseconds())
@@ -465,6 +472,7 @@ func (l *evloop) end(cc *clientConn) {
 	l.forget(cc)
 	cc.lc.state = lcAway
 	if len(cc.out.spill) > 0 || cc.linger {
+		l.started = true
 		go func() {
 			cc.out.extendDeadline(time.Now(), cc.cfg.Timeouts.Client)
 			cc.out.flushSpill()
@@ -787,6 +795,7 @@ func (l *evloop) away(cc *clientConn, r *resumed) {
 	}
 	cc.lc.state, cc.lc.due = lcAway, time.Time{}
 	l.watch(cc, 0) // the goroutine's reads and writes must not wake the loop
+	l.started = true
 	go cc.awayFromLoop(l, r)
 }
 
