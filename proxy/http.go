@@ -91,6 +91,7 @@ type clientConn struct {
 	upgrade      bool // the client asked to switch protocols
 	isHead       bool
 	bodyDone     bool // the request body (if any) was read whole
+	sentBody     bool // an event loop sent the request's body (whole in the buffer): no replay
 	responded    bool // response bytes went to the client
 	tried        balancer.Tried
 	choice       choice // persistence
@@ -343,7 +344,7 @@ func (cc *clientConn) exchange() bool {
 
 // startExchange begins the record of an exchange at now.
 func (cc *clientConn) startExchange(now time.Time) {
-	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone = 0, false, false, false
+	cc.headLen, cc.headConsumed, cc.responded, cc.bodyDone, cc.sentBody = 0, false, false, false, false
 	cc.choice = choice{}
 	cc.tried = balancer.Tried{}
 	cc.gz = gzipPlan{}
@@ -530,11 +531,16 @@ func (cc *clientConn) resume(r *resumed) (keep bool, connErr error) {
 	switch {
 	case !r.sent:
 		keep, replay = cc.forward(bc, true)
-	case cc.toSrv.flushSpill() != nil:
-		bc.close()
-		replay = true // a pooled connection; nothing of the request can have been read
 	default:
-		keep, replay = cc.relayResponse(bc, true)
+		if err := cc.toSrv.flushSpill(); err != nil {
+			bc.close()
+			if cc.sentBody { // not sent again (RFC 9110 §9.2.2)
+				return cc.fail(502, "write to real server failed", err), nil
+			}
+			replay = true // a pooled connection; nothing of the request can have been read
+			break
+		}
+		keep, replay = cc.relayResponse(bc, !cc.sentBody)
 	}
 	if !replay {
 		return keep, nil

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -416,7 +417,12 @@ func (l *evloop) message(m loopMsg) {
 			}
 			return
 		}
-		if cc.lc.state == lcServer { // as a goroutine's exchange would: send the request again
+		switch {
+		case cc.lc.state != lcServer:
+		case cc.sentBody: // as a goroutine's exchange would: not sent again
+			l.endAttempt(cc, false)
+			l.done(cc, cc.fail(502, "real server closed the connection without a response", net.ErrClosed))
+		default: // send the request again
 			rs := cc.rs
 			l.endAttempt(cc, true)
 			l.away(cc, &resumed{rs: rs})
@@ -544,7 +550,17 @@ func (l *evloop) request(cc *clientConn, n int) {
 		return
 	}
 	cc.lc.due = time.Time{}
-	if !cc.bodyDone || cc.upgrade || cc.req.expectContinue || queues(cc.poolCfg) {
+	// A request body the loop sends itself: one that came whole with its
+	// head (a small form or API call); it is not sent again (RFC 9110
+	// §9.2.2), so the pooled connection is checked first, as a goroutine
+	// checks it.
+	body := 0
+	if !cc.bodyDone {
+		if cl := cc.req.contentLength; !cc.req.chunked && cl > 0 && cl <= int64(len(cc.in.buffered())-n) {
+			body = int(cl)
+		}
+	}
+	if (!cc.bodyDone && body == 0) || cc.upgrade || cc.req.expectContinue || queues(cc.poolCfg) {
 		l.away(cc, nil)
 		return
 	}
@@ -557,9 +573,9 @@ func (l *evloop) request(cc *clientConn, n int) {
 	cc.rs = rs
 	var bc *backendConn
 	if rs.private() {
-		bc = cc.takeOwn(rs, false)
+		bc = cc.takeOwn(rs, body > 0)
 	} else {
-		bc = rs.get(false, l)
+		bc = rs.get(body > 0, l)
 	}
 	if bc == nil || rs.h2 {
 		l.away(cc, &resumed{rs: rs, bc: bc})
@@ -587,17 +603,33 @@ func (l *evloop) request(cc *clientConn, n int) {
 	w.reset(nil, nil)
 	w.noWait, w.fd = true, bc.fd
 	cc.writeRequestHead(w)
-	if err := w.flush(); err != nil || len(w.spill) > 0 {
+	if body > 0 {
+		w.Write(cc.in.buffered()[n : n+body])
+	}
+	err = w.flush()
+	if body > 0 && err == nil { // sent, or queued in w.spill
+		cc.consumeHead()
+		cc.in.discard(body)
+		cc.bytesIn, cc.bodyDone, cc.sentBody = int64(body), true, true
+	}
+	if err != nil || len(w.spill) > 0 {
 		w.noWait = false
 		l.slots[bc.lslot].cc = nil
 		l.unregister(bc)
-		if err != nil {
+		switch {
+		case err != nil && body > 0:
+			w.spill = nil
+			bc.close()
+			cc.backend.Store(nil)
+			cc.pool.Pool.Release(rs.Server)
+			l.done(cc, cc.fail(502, "write to real server failed", err))
+		case err != nil:
 			w.spill = nil
 			bc.close()
 			l.away(cc, &resumed{rs: rs}) // the connection was closed: another one
-			return
+		default:
+			l.away(cc, &resumed{rs: rs, bc: bc, sent: true})
 		}
-		l.away(cc, &resumed{rs: rs, bc: bc, sent: true})
 		return
 	}
 	w.noWait = false
@@ -642,7 +674,7 @@ func (l *evloop) answer(cc *clientConn) {
 		switch {
 		case err == nil:
 			return // more to come
-		case len(b) == 0 && err != errFull:
+		case len(b) == 0 && err != errFull && !cc.sentBody:
 			// A pooled connection the real server had closed: the
 			// request was not received; a goroutine sends it again on
 			// a fresh one.
@@ -778,9 +810,17 @@ func (l *evloop) flush(cc *clientConn) {
 // it back when it is idle again.
 func (l *evloop) away(cc *clientConn, r *resumed) {
 	loops.handed.Add(1)
-	if r != nil && r.bc != nil && !l.loosen(r.bc) {
-		r.bc = nil // the goroutine dials another
-		cc.toSrv.spill = nil
+	if r != nil && r.bc != nil {
+		if err := l.loosen(r.bc); err != nil {
+			r.bc = nil // the goroutine dials another
+			cc.toSrv.spill = nil
+			if cc.sentBody { // unless the request's body went on it
+				cc.backend.Store(nil)
+				cc.pool.Pool.Release(r.rs.Server)
+				l.done(cc, cc.fail(502, "no descriptor left to read the real server's answer", err))
+				return
+			}
+		}
 	}
 	if err := cc.attach(); err != nil {
 		if r != nil {
@@ -800,9 +840,9 @@ func (l *evloop) away(cc *clientConn, r *resumed) {
 }
 
 // loosen readies a real-server connection the loop took for a goroutine:
-// out of any loop's epoll set, and back in Go's poller. It reports false,
-// having closed bc, when that fails (no descriptor left).
-func (l *evloop) loosen(bc *backendConn) bool {
+// out of any loop's epoll set, and back in Go's poller. When that fails (no
+// descriptor left), it closes bc.
+func (l *evloop) loosen(bc *backendConn) error {
 	switch bc.lp {
 	case nil:
 	case l:
@@ -810,11 +850,11 @@ func (l *evloop) loosen(bc *backendConn) bool {
 	default:
 		bc.lp.unregisterFrom(bc)
 	}
-	if bc.attach() != nil {
+	if err := bc.attach(); err != nil {
 		bc.close()
-		return false
+		return err
 	}
-	return true
+	return nil
 }
 
 // attach gives the connection, which the loop holds, to a goroutine: as a

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,7 +103,9 @@ func TestLoopServesOrHandsOff(t *testing.T) {
 		{"body larger than a buffer", "GET /big HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 200, big, false},
 		{"chunked answer", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 200, "chunk-ed", false},
 		{"103 Early Hints first", "GET /early HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 200, "after hints", false},
-		{"request body", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "POST", 200, "hello", false},
+		{"request body with its head", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "POST", 200, "hello", true},
+		{"request body larger than a buffer", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("u", 20000), "POST", 200, strings.Repeat("u", 20000), false},
+		{"Expect: 100-continue", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello", "POST", 200, "hello", false},
 		{"chunked request body", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "POST", 200, "abc", false},
 		{"malformed request", "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "GET", 400, "", true},
 	}
@@ -272,6 +275,52 @@ func TestLoopReplaysOnClosedPooledConn(t *testing.T) {
 		if status, body := cl.get(); status != 200 || body != "ok" {
 			t.Fatalf("request %d: %d %q", i, status, body)
 		}
+	}
+}
+
+// TestLoopNoReplayAfterBody: a real server that closes without answering
+// gets a bodiless request again on a fresh connection, but never one whose
+// body the loop sent (RFC 9110 §9.2.2: a proxy does not retry what may not
+// be idempotent); that client gets a 502.
+func TestLoopNoReplayAfterBody(t *testing.T) {
+	tests := []struct {
+		name   string
+		raw    string
+		status int
+		heads  int32 // request heads the real server read in all
+	}{
+		// The first request, the second on the same connection, and
+		// the second again on a fresh connection.
+		{"GET is sent again", "GET /x HTTP/1.1\r\nHost: x\r\n\r\n", 200, 3},
+		{"POST is not", "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 502, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The first request of each connection is answered; the
+			// next one is read, and the connection closed without an
+			// answer.
+			var heads atomic.Int32
+			backend := listenTCP(t, func(c net.Conn) {
+				for i := 0; readRequestHead(c); i++ {
+					heads.Add(1)
+					if i > 0 {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+			p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
+			cl := dialClient(t, p.Services()[0].Addrs()[0].String())
+			if status, _ := cl.roundTrip("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET"); status != 200 {
+				t.Fatalf("first request: %d", status)
+			}
+			if status, _ := cl.roundTrip(tt.raw, "GET"); status != tt.status {
+				t.Fatalf("second request: %d, want %d", status, tt.status)
+			}
+			if got := heads.Load(); got != tt.heads {
+				t.Fatalf("the real server read %d request heads, want %d", got, tt.heads)
+			}
+		})
 	}
 }
 
