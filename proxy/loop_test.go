@@ -54,6 +54,17 @@ func loopBackend(t *testing.T) string {
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
+// loopProxy starts a proxy in front of loopBackend and returns its
+// address; the test is skipped when this run has no event loops.
+func loopProxy(t *testing.T) string {
+	t.Helper()
+	if loops.force == 0 {
+		t.Skip("event loops are off in this run")
+	}
+	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: loopBackend(t), Weight: 1})))
+	return p.Services()[0].Addrs()[0].String()
+}
+
 // roundTrip sends raw on cl's connection and reads one response.
 func (cl *client) roundTrip(raw, method string) (int, string) {
 	cl.t.Helper()
@@ -81,12 +92,7 @@ func small(cl *client) (int, string) {
 // connection: the loop serves the simple ones whole, hands the others to a
 // goroutine, and serves the next simple request itself again.
 func TestLoopServesOrHandsOff(t *testing.T) {
-	if loops.force == 0 {
-		t.Skip("event loops are off in this run")
-	}
-	backend := loopBackend(t)
-	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
-	addr := p.Services()[0].Addrs()[0].String()
+	addr := loopProxy(t)
 	big := strings.Repeat("b", 64<<10)
 	tests := []struct {
 		name   string
@@ -456,12 +462,7 @@ func TestPoolPrefersItsLoop(t *testing.T) {
 // (431 at once, not 408 at timeouts.client_header), and a pipelined head
 // whose end comes later (the loop waits for it, serving others meanwhile).
 func TestLoopHeadEdges(t *testing.T) {
-	if loops.force == 0 {
-		t.Skip("event loops are off in this run")
-	}
-	backend := loopBackend(t)
-	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
-	addr := p.Services()[0].Addrs()[0].String()
+	addr := loopProxy(t)
 
 	t.Run("head larger than the buffer", func(t *testing.T) {
 		cl := dialClient(t, addr)
@@ -506,12 +507,7 @@ func TestLoopHeadEdges(t *testing.T) {
 // thread every readiness edge would wake for nothing: fdconn.go); after a
 // goroutine served an exchange on it, too.
 func TestLoopSocketsOutOfGoPoller(t *testing.T) {
-	if loops.force == 0 {
-		t.Skip("event loops are off in this run")
-	}
-	backend := loopBackend(t)
-	p := startProxy(t, testConfig(testService("web", "127.0.0.1:0", &config.RealServer{Name: "a", Address: backend, Weight: 1})))
-	cl := dialClient(t, p.Services()[0].Addrs()[0].String())
+	cl := dialClient(t, loopProxy(t))
 	for _, path := range []string{"/small", "/chunked", "/small"} { // the loop's, a goroutine's, the loop's
 		if status, _ := cl.roundTrip("GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n", "GET"); status != 200 {
 			t.Fatalf("%s: %d", path, status)
