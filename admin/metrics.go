@@ -81,7 +81,7 @@ var (
 		"Event loops serving plain HTTP/1.1 clients (global.event_loops) started so far.", nil, nil)
 	descLoopExchanges = prometheus.NewDesc("fulcrum_event_loop_exchanges_total",
 		`HTTP/1.1 exchanges the event loops took: path="loop" served whole in a loop, path="goroutine" `+
-			"handed to a goroutine (a request body, a dial, a large or chunked answer, ...).", []string{"path"}, nil)
+			"handed to a goroutine (a request body still on its way, a dial, a large or chunked answer, ...).", []string{"path"}, nil)
 
 	allDescs = []*prometheus.Desc{
 		descServiceRequests, descServiceErrors, descServiceActive, descServiceQueue, descServiceColor,

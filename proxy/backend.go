@@ -296,6 +296,25 @@ func (bc *backendConn) attach() error {
 	return nil
 }
 
+// loosen readies a connection an event loop may hold for a goroutine: out
+// of the loop's epoll set, and back in Go's poller (attach). from is the
+// loop that calls, or nil for a goroutine. When that fails (no descriptor
+// left), it closes bc.
+func (bc *backendConn) loosen(from *evloop) error {
+	switch bc.lp {
+	case nil:
+	case from:
+		from.unregister(bc)
+	default:
+		bc.lp.unregisterFrom(bc)
+	}
+	if err := bc.attach(); err != nil {
+		bc.close()
+		return err
+	}
+	return nil
+}
+
 // abort ends the connection from another goroutine than its user's (the
 // shutdown grace ran out, or its real server went into maintenance): the
 // user's reads and writes fail, and it closes the connection.

@@ -266,13 +266,10 @@ type writer struct {
 // reset points the writer at a connection; raw is its descriptor (from the
 // connection's reader), or nil.
 func (w *writer) reset(c net.Conn, raw syscall.RawConn) {
-	if c != w.conn {
-		w.dl = deadline{}
+	if c != w.conn || raw != w.raw {
+		w.rebind(c, raw)
 	}
-	w.conn, w.raw, w.n, w.err = c, raw, 0, nil
-	if raw != nil && w.rawFn == nil {
-		w.rawFn = w.writeFD
-	}
+	w.n, w.err = 0, nil
 }
 
 // rebind points the writer at another connection (or none: nil) to the

@@ -497,14 +497,9 @@ func (cc *clientConn) attempt(rs *realServer) (keep bool, connErr error) {
 	} else {
 		bc = rs.get(!cc.bodyDone, nil)
 	}
-	if bc != nil && bc.lp != nil {
-		// An event loop holds it (it served on it before): out of the
-		// loop's set, and back in Go's poller for this goroutine.
-		bc.lp.unregisterFrom(bc)
-		if bc.attach() != nil {
-			bc.close()
-			bc = nil
-		}
+	// An event loop may hold it (one served on it before).
+	if bc != nil && bc.loosen(nil) != nil {
+		bc = nil
 	}
 	return cc.attemptWith(rs, bc)
 }

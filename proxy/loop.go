@@ -477,24 +477,25 @@ func (l *evloop) forget(cc *clientConn) {
 // end closes a connection the loop serves; one that must still send what
 // it holds, or linger, ends in a goroutine.
 func (l *evloop) end(cc *clientConn) {
-	if len(cc.out.spill) > 0 || cc.linger {
+	slow := len(cc.out.spill) > 0 || cc.linger
+	if slow {
 		l.watch(cc, 0)
-		if cc.attach() != nil {
-			cc.out.spill, cc.linger = nil, false
+		if cc.attach() != nil { // no descriptor left: end at once
+			cc.out.spill, cc.linger, slow = nil, false, false
 		}
 	}
 	l.forget(cc)
 	cc.lc.state = lcAway
-	if len(cc.out.spill) > 0 || cc.linger {
-		l.started = true
-		go func() {
-			cc.out.extendDeadline(time.Now(), cc.cfg.Timeouts.Client)
-			cc.out.flushSpill()
-			cc.finish()
-		}()
+	if !slow {
+		cc.finish()
 		return
 	}
-	cc.finish()
+	l.started = true
+	go func() {
+		cc.out.extendDeadline(time.Now(), cc.cfg.Timeouts.Client)
+		cc.out.flushSpill()
+		cc.finish()
+	}()
 }
 
 // idle waits for the connection's next request.
@@ -512,7 +513,6 @@ func (l *evloop) idle(cc *clientConn) {
 		return
 	}
 	cc.cfg = cc.svc.config()
-	cc.lc.state = lcIdle
 	cc.lc.due = l.now.Add(cc.cfg.Timeouts.Client)
 	if cc.lc.readable {
 		l.read(cc)
@@ -525,7 +525,7 @@ func (l *evloop) idle(cc *clientConn) {
 func (l *evloop) away(cc *clientConn, r *resumed) {
 	loops.handed.Add(1)
 	if r != nil && r.bc != nil {
-		if err := l.loosen(r.bc); err != nil {
+		if err := r.bc.loosen(l); err != nil {
 			r.bc = nil // the goroutine dials another
 			cc.toSrv.spill = nil
 			if cc.sentBody { // unless the request's body went on it
@@ -551,24 +551,6 @@ func (l *evloop) away(cc *clientConn, r *resumed) {
 	l.watch(cc, 0) // the goroutine's reads and writes must not wake the loop
 	l.started = true
 	go cc.awayFromLoop(l, r)
-}
-
-// loosen readies a real-server connection the loop took for a goroutine:
-// out of any loop's epoll set, and back in Go's poller. When that fails (no
-// descriptor left), it closes bc.
-func (l *evloop) loosen(bc *backendConn) error {
-	switch bc.lp {
-	case nil:
-	case l:
-		l.unregister(bc)
-	default:
-		bc.lp.unregisterFrom(bc)
-	}
-	if err := bc.attach(); err != nil {
-		bc.close()
-		return err
-	}
-	return nil
 }
 
 // attach gives the connection, which the loop holds, to a goroutine: as a

@@ -33,8 +33,8 @@ type EventLoopStatus struct {
 	// Running is the loops started (they start with their first client).
 	Running int `json:"running"`
 	// Served counts the exchanges a loop served whole; HandedOff those it
-	// gave to a goroutine (a request body, a dial, a large or chunked
-	// answer, …). Many handed off means the traffic mostly leaves the
+	// gave to a goroutine (a request body still on its way, a dial, a
+	// large or chunked answer, …). Many handed off means the traffic mostly leaves the
 	// loops' fast path.
 	Served    uint64 `json:"served"`
 	HandedOff uint64 `json:"handed_off"`
