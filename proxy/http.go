@@ -577,6 +577,10 @@ func (cc *clientConn) forward(bc *backendConn, reused bool) (keep, replay bool) 
 	req := &cc.req
 	w := &cc.toSrv
 	w.reset(bc.conn, bc.in.raw)
+	if bc.preamble != nil {
+		w.Write(bc.preamble)
+		bc.preamble = nil
+	}
 	cc.writeRequestHead(w)
 	if cc.bodyDone {
 		if err := w.flush(); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"github.com/pires/go-proxyproto/tlvparse"
+	"golang.org/x/sys/unix"
 
 	"github.com/fulcrumlb/fulcrum/config"
 )
@@ -269,5 +270,49 @@ func TestPrivateConnectionsH2(t *testing.T) {
 	}
 	if ssl, ok := tlvparse.FindSSL(tlvs); !ok || !ssl.ClientSSL() || alpn != "h2" {
 		t.Fatalf("TLVs %v: want PP2_TYPE_SSL and ALPN h2", tlvs)
+	}
+}
+
+// TestProxyHeaderWithFirstRequest: on a new connection to a send_proxy real
+// server the PROXY header and the first request head go out in one write,
+// so the real server receives them in one data segment; the next request on
+// the connection comes without a header.
+func TestProxyHeaderWithFirstRequest(t *testing.T) {
+	for _, version := range []string{config.SendProxyV1, config.SendProxyV2} {
+		t.Run(version, func(t *testing.T) {
+			addr := listenTCP(t, func(c net.Conn) {
+				var got []byte
+				buf := make([]byte, 4096)
+				for n := 0; ; n++ {
+					for !bytes.Contains(got, []byte("\r\n\r\n")) {
+						k, err := c.Read(buf)
+						if err != nil {
+							return
+						}
+						got = append(got, buf[:k]...)
+					}
+					segs := uint32(0)
+					if raw, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+						raw.Control(func(fd uintptr) {
+							if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+								segs = ti.Data_segs_in
+							}
+						})
+					}
+					header := bytes.HasPrefix(got, []byte("PROXY ")) || bytes.HasPrefix(got, []byte("\r\n\r\n\x00\r\nQUIT\n"))
+					body := fmt.Sprintf("request %d: header %v, %d data segments", n, header, segs)
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+					got = got[:0]
+				}
+			})
+			p := startProxy(t, testConfig(testService("web", "127.0.0.1:0",
+				&config.RealServer{Name: "a", Address: addr, Weight: 1, SendProxy: version})))
+			c := dialClient(t, p.Services()[0].Addrs()[0].String())
+			for i, want := range []string{"request 0: header true, 1 data segments", "request 1: header false, 2 data segments"} {
+				if status, body := c.get(); status != 200 || body != want {
+					t.Fatalf("request %d: %d %q, want 200 %q", i, status, body, want)
+				}
+			}
+		})
 	}
 }
